@@ -1,0 +1,281 @@
+"""The ``alerts`` command. Thin: every command calls into the package and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alerts.catalog import Catalog, CatalogError, load_catalog
+from alerts.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="alerts — one clear message when a data integration's authentication breaks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config file (default: $ALERTS_CONFIG, ./config.toml).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def settings_from(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+
+
+def catalog_from(settings: Settings) -> Catalog:
+    try:
+        return load_catalog(settings.catalog.entries, settings.catalog.disable)
+    except CatalogError as exc:
+        err.print(f"config error: catalog: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+def engine_from(settings: Settings, *, upgrade: bool = True):  # -> Engine
+    from alerts import storage
+
+    engine = storage.make_engine(settings.database_url, synchronous=settings.database.synchronous)
+    if upgrade:
+        try:
+            storage.upgrade(engine)
+        except Exception as exc:  # a database that cannot be reached or written
+            fail(f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    return engine
+
+
+def _now():
+    from alerts.models import utcnow
+
+    return utcnow()
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: server.port).")] = None,
+) -> None:
+    """Run the API, webhooks, dashboard and delivery worker in one process."""
+    import uvicorn
+
+    from alerts.jsonlog import setup_logging
+    from alerts.web import create_app
+
+    settings = settings_from(config)
+    if host:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    setup_logging(settings.log.level, settings.log.format)
+    catalog_from(settings)
+    application = create_app(settings)
+    uvicorn.run(
+        application,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,
+        server_header=False,
+    )
+
+
+@app.command()
+def explain(
+    text: Annotated[str | None, typer.Argument(help="The error message to classify.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider hint (salesforce, google, tap-hubspot …).")] = None,
+    auth_method: Annotated[str | None, typer.Option("--auth-method", help="oauth2, api_key or basic.")] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="JSON Lines with text[, provider, auth_method]; - for stdin.")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Classify an error message: is it an authentication failure, which one, and what to do."""
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    if input_file is not None:
+        _explain_lines(catalog, input_file, default_provider=provider, default_auth=auth_method)
+        return
+    if text is None:
+        fail("give the error TEXT, or --input FILE")
+    result = explain_one(catalog, text, provider, auth_method)
+    if as_json:
+        out.print(json.dumps(result), markup=False)
+        return
+    if result["code"] is None:
+        out.print("Not an authentication failure: no alert would be raised.")
+        return
+    out.print(f"[bold]{result['title']}[/bold] ({result['code']}, {result['severity']})")
+    out.print(f"  Cause:    {result['cause']}", markup=False)
+    out.print(f"  Solution: {result['solution']}", markup=False)
+    out.print(f"  Action:   {result['action']}", markup=False)
+    if result.get("matched"):
+        m = result["matched"]
+        out.print(f"  Matched:  {m['text']!r}" + (f" (pattern for {m['provider']})" if m["provider"] else ""),
+                  markup=False)
+
+
+def explain_one(catalog: Catalog, text: str, provider: str | None, auth_method: str | None) -> dict[str, Any]:
+    from alerts.redact import sanitize
+
+    found = catalog.classify(sanitize(text), provider, auth_method)
+    if found is None:
+        return {"code": None, "base_code": None, "title": None, "cause": None, "solution": None, "action": None,
+                "severity": None, "matched": None}
+    result = found.entry.public(auth_method)
+    m = found.match
+    result["matched"] = {"provider": m.provider, "start": m.start, "end": m.end, "text": m.text} if m else None
+    return result
+
+
+def _explain_lines(catalog: Catalog, path: Path, *, default_provider: str | None, default_auth: str | None) -> None:
+    stream = sys.stdin if str(path) == "-" else None
+    try:
+        fh = stream or open(path, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror}")
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                    raise ValueError("each line needs a string field 'text'")
+            except ValueError as exc:
+                out.print(json.dumps({"line": n, "error": str(exc)}), markup=False)
+                continue
+            result = explain_one(catalog, item["text"], item.get("provider") or default_provider,
+                                 item.get("auth_method") or default_auth)
+            out.print(json.dumps(result), markup=False)
+
+
+@app.command("list")
+def list_cmd(
+    state: Annotated[str | None, typer.Option(help="firing, acknowledged, resolved or open.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 100,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List alerts, newest first (works on the configured database; no server needed)."""
+    from alerts.web.api import alert_public, list_alerts
+
+    if state not in (None, "firing", "acknowledged", "resolved", "open"):
+        fail("--state must be firing, acknowledged, resolved or open")
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    engine = engine_from(settings)
+    rows = [alert_public(a, catalog) for a in list_alerts(engine, state=state, limit=limit, before_id=None)]
+    if as_json:
+        for row in rows:
+            out.print(json.dumps(row), markup=False)
+        return
+    if not rows:
+        out.print("No alerts.")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "state", "integration", "provider", "code", "count", "last seen"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["state"] + (" (silenced)" if r["silenced"] else ""),
+                      r["integration_name"] or r["integration_id"], r["provider"] or "", r["code"], str(r["count"]),
+                      (r["last_seen"] or "")[:16].replace("T", " "))
+    out.print(table)
+
+
+def _change(alert_id: int, config: Path | None, action: str, by: str) -> None:
+    from alerts import ingest
+    from alerts.storage import Alert, session_scope
+
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    engine = engine_from(settings)
+    with session_scope(engine) as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            fail(f"no alert {alert_id}", 1)
+        assert alert is not None
+        if alert.state == "resolved":
+            fail(f"alert {alert_id} is already resolved", 1)
+        if action == "ack":
+            if not ingest.acknowledge_alert(session, alert, now=_now(), by=by):
+                fail(f"alert {alert_id} is already acknowledged", 1)
+        else:
+            ingest.resolve_alert(session, alert, now=_now(), by=by, settings=settings, catalog=catalog)
+    out.print(f"alert {alert_id} {'acknowledged' if action == 'ack' else 'resolved'}")
+
+
+@app.command()
+def ack(alert_id: Annotated[int, typer.Argument(help="Alert id.")], config: ConfigOpt = None,
+        by: Annotated[str, typer.Option(help="Who acknowledges.")] = "cli") -> None:
+    """Acknowledge an alert: no more reminders; resolving still notifies."""
+    _change(alert_id, config, "ack", by)
+
+
+@app.command()
+def resolve(alert_id: Annotated[int, typer.Argument(help="Alert id.")], config: ConfigOpt = None,
+            by: Annotated[str, typer.Option(help="Who resolves.")] = "cli") -> None:
+    """Resolve an alert by hand; a resolved message goes to everyone who was told."""
+    _change(alert_id, config, "resolve", by)
+
+
+@app.command()
+def catalog(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Show the error catalog."""
+    from alerts.web.api import catalog_public
+
+    entries = catalog_public(catalog_from(settings_from(config)))
+    if as_json:
+        out.print(json.dumps({"entries": entries}, indent=2), markup=False)
+        return
+    table = Table(header_style="bold", show_lines=False)
+    for col in ("code", "refines", "severity", "action", "title", "patterns"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e["code"], e["refines"] or "", e["severity"], e["action"], e["title"], str(len(e["patterns"])))
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Create or migrate the database schema to the newest version."""
+    from alerts import storage
+
+    settings = settings_from(config)
+    engine = engine_from(settings, upgrade=False)
+    try:
+        storage.upgrade(engine)
+    except Exception as exc:
+        fail(f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    out.print(f"database at revision {storage.current_revision(engine)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

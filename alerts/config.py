@@ -1,0 +1,385 @@
+"""Settings: TOML file + ``ALERTS_<SECTION>__<KEY>`` environment overrides, validated on load.
+
+``load_settings(path)`` finds the file (``--config``, else ``$ALERTS_CONFIG``, else ``./config.toml``,
+else built-in defaults) and returns a :class:`Settings`. Any problem raises :class:`ConfigError`
+whose message names the key, so the CLI can print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from datetime import timedelta
+from email.headerregistry import Address
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from alerts.durations import format_duration, parse_duration
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for a person: ``config error: email.port: ...``."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _email(value: str) -> str:
+    try:
+        Address(addr_spec=value)
+    except Exception as exc:  # headerregistry raises several types
+        raise ValueError(f"not an email address: {value!r}") from exc
+    if any(c in value for c in "\r\n,;<>"):
+        raise ValueError(f"not a single email address: {value!r}")
+    return value
+
+
+EmailAddr = Annotated[str, BeforeValidator(lambda v: _email(str(v)))]
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _http_url(value: str, *, key: str = "url") -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    if parts.username or parts.password or "\\" in value:
+        raise ValueError(f"URL must not carry credentials or backslashes: {value!r}")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, BeforeValidator(lambda v: _http_url(str(v)))]
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: HttpUrl | None = None
+    api_tokens: list[SecretStr] = []
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch: int = Field(1000, ge=1, le=100_000)
+    request_timeout: Duration = timedelta(seconds=10)
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class DatabaseSettings(Section):
+    url: SecretStr = SecretStr("sqlite:///var/alerts.db")
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    allow_network_fs: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: SecretStr) -> SecretStr:
+        url = v.get_secret_value()
+        if not (url.startswith("sqlite") or url.startswith("postgresql")):
+            raise ValueError("database url must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+
+class AlertingSettings(Section):
+    group_by: list[str] = ["integration_id"]
+    group_wait: Duration = timedelta(seconds=5)
+    repeat_interval: Duration = timedelta(hours=4)
+    default_receiver: str | None = None
+    send_resolved: bool = True
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, v: list[str]) -> list[str]:
+        allowed = {"integration_id", "provider", "code", "account_id", "auth_method"}
+        for key in v:
+            if key not in allowed and not key.startswith("labels."):
+                raise ValueError(f"unknown group_by key {key!r} (use {sorted(allowed)} or labels.NAME)")
+        if not v:
+            raise ValueError("group_by needs at least one key")
+        return v
+
+
+class SlackSettings(Section):
+    bot_token: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    base_url: HttpUrl = "https://slack.com/api"
+    allow_loopback_base_url: bool = False
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> SlackSettings:
+        host = urlsplit(self.base_url).hostname or ""
+        if is_loopback_host(host):
+            if not self.allow_loopback_base_url:
+                raise ValueError("a loopback base_url needs allow_loopback_base_url = true (tests only)")
+        elif not self.base_url.startswith("https://"):
+            raise ValueError("base_url must be https")
+        if self.webhook_url is not None:
+            parts = urlsplit(self.webhook_url.get_secret_value())
+            if parts.scheme != "https" or parts.hostname != "hooks.slack.com" or parts.username:
+                if not (self.allow_loopback_base_url and is_loopback_host(parts.hostname or "")):
+                    raise ValueError("webhook_url must be an https://hooks.slack.com/... URL")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.bot_token is not None or self.webhook_url is not None
+
+
+class EmailSettings(Section):
+    host: str | None = None
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    from_addr: EmailAddr = "alerts@localhost"
+    starttls: bool = True
+    use_tls: bool = False
+    timeout: Duration = timedelta(seconds=30)
+    admin: EmailAddr | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailSettings:
+        if self.starttls and self.use_tls:
+            raise ValueError("starttls and use_tls are exclusive (use_tls is implicit TLS on port 465)")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host)
+
+
+class SlackTarget(Section):
+    channel: str
+
+
+class EmailTarget(Section):
+    to: list[EmailAddr] = []
+    owner: bool = False  # also send to the integration's owner address
+
+
+class Receiver(Section):
+    name: str
+    slack: SlackTarget | None = None
+    email: EmailTarget | None = None
+    file: bool = False
+
+
+class Route(Section):
+    match: dict[str, str] = {}
+    receivers: list[str]
+    continue_: bool = Field(False, alias="continue")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Integration(Section):
+    id: str
+    name: str | None = None
+    provider: str | None = None
+    auth_method: Literal["oauth2", "api_key", "basic"] | None = None
+    owner: EmailAddr | None = None
+    account_id: str | None = None
+    labels: dict[str, str] = {}
+    reauthorize_url: HttpUrl | None = None
+
+
+class LinkSettings(Section):
+    reauthorize: str | None = None
+    allowed_hosts: list[str] = []
+    providers: dict[str, str] = {}
+
+    @field_validator("reauthorize")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        probe = v.replace("{integration_id}", "x").replace("{account_id}", "x").replace("{provider}", "x")
+        if "{" in probe or "}" in probe:
+            raise ValueError("only {integration_id}, {account_id} and {provider} placeholders are allowed")
+        _http_url(probe)
+        return v
+
+
+class OutboxSettings(Section):
+    dir: str = "var/outbox"
+    poll_interval: Duration = timedelta(seconds=1)
+    lease: Duration = timedelta(seconds=120)
+    max_attempts: int = Field(12, ge=1)
+    max_age: Duration = timedelta(hours=24)
+    backoff_base: Duration = timedelta(seconds=5)
+    backoff_cap: Duration = timedelta(hours=1)
+    batch: int = Field(20, ge=1, le=1000)
+
+
+class TemplateSettings(Section):
+    dir: str | None = None
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class CatalogSettings(Section):
+    """User additions and overrides of the error catalog (see ``alerts catalog``)."""
+
+    disable: list[str] = []
+    entries: list[dict[str, Any]] = []
+
+
+class Settings(BaseSettings):
+    """Everything ``alerts`` can be told. See ``config.example.toml`` for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALERTS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    alerting: AlertingSettings = AlertingSettings()
+    slack: SlackSettings = SlackSettings()
+    email: EmailSettings = EmailSettings()
+    receivers: list[Receiver] = []
+    routes: list[Route] = []
+    integrations: list[Integration] = []
+    links: LinkSettings = LinkSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    templates: TemplateSettings = TemplateSettings()
+    log: LogSettings = LogSettings()
+    catalog: CatalogSettings = CatalogSettings()
+
+    config_path: str | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init kwargs), as the contract says.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Settings:
+        names = [r.name for r in self.receivers]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"receivers: duplicate name(s) {sorted(dupes)}")
+        for i, route in enumerate(self.routes):
+            for name in route.receivers:
+                if name not in names:
+                    raise ValueError(f"routes[{i}].receivers: unknown receiver {name!r}")
+        if self.alerting.default_receiver and self.alerting.default_receiver not in names:
+            raise ValueError(f"alerting.default_receiver: unknown receiver {self.alerting.default_receiver!r}")
+        for r in self.receivers:
+            if r.slack and not self.slack.configured:
+                raise ValueError(f"receivers[{r.name}].slack needs [slack] bot_token or webhook_url")
+            if r.email and not self.email.configured:
+                raise ValueError(f"receivers[{r.name}].email needs [email] host")
+        return self
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """The settings as JSON-able data with every secret shown as ``**********`` (for the start-up log)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url.get_secret_value()
+
+    def integration(self, integration_id: str) -> Integration | None:
+        for item in self.integrations:
+            if item.id == integration_id:
+                return item
+        return None
+
+
+def find_config(path: str | os.PathLike[str] | None) -> Path | None:
+    if path:
+        return Path(path)
+    env = os.environ.get("ALERTS_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config.toml")
+    return local if local.exists() else None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem, each naming its key."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{_loc(loc)}: {msg}")
+    return "; ".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read, merge and validate the configuration; raise :class:`ConfigError` naming the bad key."""
+    file = find_config(path)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config error: {file}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config error: {file}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config error: {file}: {exc.strerror}") from None
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"config error: {describe(exc)}") from None
+    settings.config_path = str(file) if file else None
+    return settings

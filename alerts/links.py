@@ -1,0 +1,78 @@
+"""Reauthorize links (R3.6): from the event, else the integration, else the ``[links]`` template.
+
+Only ``https`` URLs (and ``http`` to localhost) whose host is allowed are ever put in a message;
+anything else is dropped (and logged by the caller) and the template is used instead.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from alerts.config import LinkSettings, is_loopback_host
+
+# Known deep links, used when the user configured no template for that provider.
+PROVIDER_DEFAULTS: dict[str, str] = {}
+
+
+def allowed_hosts(links: LinkSettings) -> set[str]:
+    hosts = {h.lower() for h in links.allowed_hosts}
+    for template in [links.reauthorize, *links.providers.values()]:
+        if template:
+            host = urlsplit(_fill(template, "x", "x", "x")).hostname
+            if host:
+                hosts.add(host.lower())
+    return hosts
+
+
+def is_safe_url(url: str | None, hosts: set[str]) -> bool:
+    if not url or any(c in url for c in "\\ \t\r\n<>|\"'`"):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    if parts.username or parts.password or not host:
+        return False
+    if parts.scheme == "http":
+        return is_loopback_host(host)
+    if parts.scheme != "https" or port not in (None, 443):
+        return False
+    return host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
+
+
+def _fill(template: str, integration_id: str, account_id: str, provider: str) -> str:
+    return (
+        template.replace("{integration_id}", quote(integration_id, safe=""))
+        .replace("{account_id}", quote(account_id, safe=""))
+        .replace("{provider}", quote(provider, safe=""))
+    )
+
+
+def reauthorize_url(
+    *,
+    links: LinkSettings,
+    integration_id: str,
+    provider: str | None = None,
+    account_id: str | None = None,
+    candidates: tuple[str | None, ...] = (),
+) -> tuple[str | None, list[str]]:
+    """The first safe URL among ``candidates`` (event's, then integration's), else the template.
+
+    Returns ``(url, rejected)`` where ``rejected`` lists the candidate URLs that failed the checks.
+    """
+    hosts = allowed_hosts(links)
+    rejected = []
+    for url in candidates:
+        if not url:
+            continue
+        if is_safe_url(url, hosts):
+            return url, rejected
+        rejected.append(url)
+    template = links.providers.get(provider or "") or links.reauthorize or PROVIDER_DEFAULTS.get(provider or "")
+    if template:
+        url = _fill(template, integration_id, account_id or "", provider or "")
+        if is_safe_url(url, hosts | {urlsplit(url).hostname or ""}):
+            return url, rejected
+    return None, rejected

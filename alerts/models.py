@@ -1,0 +1,149 @@
+"""The vocabulary every stage speaks. No I/O, no third-party state: plain data."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Timezone-aware UTC; naive values (as SQLite returns them) are taken to be UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class EventStatus(enum.StrEnum):
+    failed = "failed"
+    succeeded = "succeeded"
+
+
+class AuthMethod(enum.StrEnum):
+    oauth2 = "oauth2"
+    api_key = "api_key"
+    basic = "basic"
+
+
+class AlertState(enum.StrEnum):
+    firing = "firing"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
+class Kind(enum.StrEnum):
+    """Why a message is sent; travels into the template."""
+
+    firing = "firing"
+    reminder = "reminder"
+    updated = "updated"
+    resolved = "resolved"
+    digest = "digest"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"  # a transient failure; will be retried at next_attempt_at
+    dead = "dead"  # permanent failure or attempts exhausted
+    cancelled = "cancelled"  # superseded before it was ever sent (e.g. resolved within group_wait)
+
+
+class Severity(enum.StrEnum):
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.info: 0, Severity.warning: 1, Severity.error: 2, Severity.critical: 3}
+
+BASE_CODES = (
+    "invalid_grant",
+    "insufficient_permissions",
+    "access_token_expired",
+    "refresh_token_expired",
+    "invalid_api_key",
+    "invalid_credentials",
+)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One kind of authentication failure and what to do about it."""
+
+    code: str
+    title: str
+    cause: str
+    solution: str
+    action: str
+    severity: Severity
+    refines: str | None = None
+    docs: str | None = None
+    causes: tuple[str, ...] = ()
+    remediation: dict[str, str] = field(default_factory=dict)  # auth method -> solution text
+
+    @property
+    def base_code(self) -> str:
+        return self.refines or self.code
+
+    def solution_for(self, auth_method: str | None) -> str:
+        if auth_method and auth_method in self.remediation:
+            return self.remediation[auth_method]
+        return self.solution
+
+    def public(self, auth_method: str | None = None) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "base_code": self.base_code,
+            "title": self.title,
+            "cause": self.cause,
+            "solution": self.solution_for(auth_method),
+            "action": self.action,
+            "severity": str(self.severity),
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why a text was classified as it was: the pattern's provider and the matched span."""
+
+    provider: str | None
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Classification:
+    entry: CatalogEntry
+    match: Match | None = None
+
+
+@dataclass
+class AuthErrorEvent:
+    """One observation from any source, normalised. Free text is sanitised and redacted before this exists."""
+
+    integration_id: str
+    status: EventStatus = EventStatus.failed
+    error: str | None = None
+    source: str = "native"
+    integration_name: str | None = None
+    provider: str | None = None
+    auth_method: str | None = None
+    error_code: str | None = None
+    occurred_at: datetime | None = None
+    account_id: str | None = None
+    event_id: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    reauthorize_url: str | None = None
+    authorized_by: str | None = None

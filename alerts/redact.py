@@ -1,0 +1,119 @@
+"""Secrets out of text (R4.2) and garbage out of free text (R3.3).
+
+``redact`` keeps the key or prefix and replaces the value with ``[REDACTED]``.
+Every pattern is linear (no nested quantifiers) and ``redact(redact(x)) == redact(x)``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MARK = "[REDACTED]"
+TRUNCATED = "…[truncated]"
+
+_KEYS = (
+    r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|password|passwd|pwd"
+    r"|secret|token|signature|private_key|auth_token|session_token"
+)
+# ``code`` and ``sig`` also name harmless numbers ("error code=190"): redact only long values.
+_SHORT_KEYS = r"code|sig"
+
+# Each rule: (compiled pattern, replacement). Order matters: the specific forms first.
+_RULES: list[tuple[re.Pattern[str], str]] = [
+    # PEM private keys, whole block
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*(?:-(?!----END)[^-]*)*-----END [A-Z ]*PRIVATE KEY-----"),
+        "-----BEGIN PRIVATE KEY-----" + MARK + "-----END PRIVATE KEY-----",
+    ),
+    # Authorization headers
+    (re.compile(r"(?i)\b(authorization\s*[:=]\s*[\"']?\s*(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"), r"\1" + MARK),
+    # bare "Bearer xyz"
+    (re.compile(r"(?i)\b(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MARK),
+    # DSN passwords: scheme://user:pass@host, split at the last @ before the host
+    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)(?!\[REDACTED\]@)[^\s/]*@(?=[^\s@/]+)"), r"\1" + MARK + "@"),
+    # Slack webhook URLs
+    (re.compile(r"https://hooks\.slack\.com/(services|workflows|triggers)/(?!\[REDACTED\])\S+"), r"https://hooks.slack.com/\1/" + MARK),
+    # JSON "key": "value"
+    (
+        re.compile(r"(?i)(\"(?:[a-z0-9_-]*?)(?:" + _KEYS + r")\"\s*:\s*\")(?!\[REDACTED\])(?:[^\"\\]|\\.)+(\")"),
+        r"\1" + MARK + r"\2",
+    ),
+    # key=value and key: value (query strings, logs, YAML)
+    (
+        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])([^\s\"'&,;)}\]]{3,})"),
+        r"\1" + MARK,
+    ),
+    (
+        re.compile(r"(?i)\b((?:" + _SHORT_KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])([^\s\"'&,;)}\]]{12,})"),
+        r"\1" + MARK,
+    ),
+    # Well-known token shapes, wherever they stand
+    (re.compile(r"\beyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]*"), MARK),
+    (re.compile(r"\b(xox[abposr]-)[\w-]{10,}"), r"\1" + MARK),
+    (re.compile(r"\b(xapp-\d-)[\w-]+"), r"\1" + MARK),
+    (re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{10,}"), r"\1" + MARK),
+    (re.compile(r"\b(gh[pousr]_)[A-Za-z0-9]{36,}"), r"\1" + MARK),
+    (re.compile(r"\b(github_pat_)\w{22,}"), r"\1" + MARK),
+    (re.compile(r"\b(AKIA)[0-9A-Z]{16}\b"), r"\1" + MARK),
+    (re.compile(r"\b(ya29\.)[\w-]+"), r"\1" + MARK),
+    (re.compile(r"(?<![\w/])(1//)[\w-]{20,}"), r"\1" + MARK),
+    (re.compile(r"\b(whsec_)[A-Za-z0-9+/=]{8,}"), r"\1" + MARK),
+    (re.compile(r"\b(shp(?:at|ca|pa|ss)_)[a-fA-F0-9]{16,}"), r"\1" + MARK),
+]
+
+
+def redact(text: str) -> str:
+    """Replace secrets in ``text`` by ``[REDACTED]``, keeping the key or prefix that names them."""
+    if not text:
+        return text
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: object) -> object:
+    """Redact every string inside a JSON-like value."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    return value
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROLS = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]"
+)
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def sanitize(text: str | None, *, limit: int = 4096, keep_newlines: bool = False) -> str | None:
+    """Make untrusted free text safe to store and show (R3.3), never rejecting it.
+
+    Lone surrogates become U+FFFD; ANSI escapes, C0/C1 controls (except tab, and newlines when
+    ``keep_newlines``) and bidi controls are removed; the result is NFC-normalised and cut to
+    ``limit`` characters with a ``…[truncated]`` marker.
+    """
+    if text is None:
+        return None
+    text = _SURROGATES.sub("\ufffd", text)
+    text = _ANSI.sub("", text)
+    if keep_newlines:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        text = _CONTROLS.sub(lambda m: m.group(0) if m.group(0) == "\n" else "", text)
+    else:
+        text = re.sub(r"[\r\n]+", " ", text)
+        text = _CONTROLS.sub("", text)
+    text = unicodedata.normalize("NFC", text)
+    if len(text) > limit:
+        text = text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+    return text
+
+
+def clean(text: str | None, *, limit: int = 4096, keep_newlines: bool = False) -> str | None:
+    """Sanitise, then redact: what every free-text field goes through at ingest."""
+    cleaned = sanitize(text, limit=limit, keep_newlines=keep_newlines)
+    return redact(cleaned) if cleaned else cleaned

@@ -1,0 +1,286 @@
+"""Render messages from Jinja2 templates: one data model, three environments.
+
+* Slack (Block Kit JSON): ``finalize`` escapes ``&``, ``<``, ``>`` in every interpolated value and
+  JSON-escapes it, so templates write ``"text": "{{ value }}"`` and event text can never become
+  ``<!channel>``, a mention or a link (R3.4). Only :func:`slack_link` builds ``<url|label>``.
+* Email HTML: ``autoescape=True`` and ``StrictUndefined`` (R3.5).
+* Email text and subject: not escaped, but every value was sanitised at ingest; the subject is
+  collapsed to one line of at most 200 characters.
+
+Templates load from the user's ``[templates] dir`` first, then the built-in ``templates/``.
+Event data is only ever a template *value*, never compiled as a template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from alerts.durations import humanize
+from alerts.models import CatalogEntry, Kind, as_utc
+from alerts.redact import sanitize
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+SLACK_SECTION_MAX = 3000
+SLACK_TEXT_MAX = 40000
+SUBJECT_MAX = 200
+ERROR_MAX = 2000  # raw characters of error text shown; escaping can only grow it, so stay well under 3000
+
+
+class SlackSafe(str):
+    """Text our own code built for Slack (links); finalize JSON-escapes it but does not entity-escape it."""
+
+
+def slack_escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_finalize(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SlackSafe):
+        text = str(value)
+    else:
+        text = slack_escape(str(value))
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def slack_link(url: str | None, label: str) -> SlackSafe:
+    """``<url|label>`` for a URL our code chose; the label is escaped, the URL percent-encoded."""
+    if not url:
+        return SlackSafe(slack_escape(label))
+    safe_url = quote(url, safe=":/?#[]@!$&'()*+,;=%-._~")
+    safe_url = safe_url.replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
+    return SlackSafe(f"<{safe_url}|{slack_escape(label).replace('|', '¦')}>")
+
+
+def slack_url(url: str | None) -> SlackSafe:
+    """A URL field (button ``url``): our validated URL, percent-encoded, not entity-escaped."""
+    if not url:
+        return SlackSafe("")
+    return SlackSafe(quote(url, safe=":/?#[]@!$&'()*+,;=%-._~"))
+
+
+def clip(value: Any, limit: int) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def one_line(value: Any, limit: int = SUBJECT_MAX) -> str:
+    text = sanitize("" if value is None else str(value), limit=10 * limit) or ""
+    text = re.sub(r"\s+", " ", text).strip()
+    return clip(text, limit)
+
+
+def _fmt_time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return as_utc(value).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _loader(user_dir: str | None) -> jinja2.BaseLoader:
+    loaders: list[jinja2.BaseLoader] = []
+    if user_dir:
+        loaders.append(jinja2.FileSystemLoader(user_dir))
+    loaders.append(jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)))
+    return jinja2.ChoiceLoader(loaders)
+
+
+def _common(env: jinja2.Environment) -> jinja2.Environment:
+    env.filters["clip"] = clip
+    env.filters["one_line"] = one_line
+    env.filters["time"] = _fmt_time
+    env.filters["humanize"] = humanize
+    return env
+
+
+@dataclass
+class Rendered:
+    """Everything one notification needs on any channel."""
+
+    kind: str
+    slack: dict[str, Any]
+    subject: str
+    text: str
+    html: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Renderer:
+    def __init__(self, *, user_dir: str | None = None) -> None:
+        self.slack_env = _common(
+            jinja2.Environment(
+                loader=_loader(user_dir),
+                autoescape=False,
+                undefined=jinja2.StrictUndefined,
+                finalize=_slack_finalize,
+                trim_blocks=True,
+                lstrip_blocks=True,
+            )
+        )
+        self.slack_env.globals["link"] = slack_link
+        self.slack_env.globals["url"] = slack_url
+        self.html_env = _common(
+            jinja2.Environment(loader=_loader(user_dir), autoescape=True, undefined=jinja2.StrictUndefined)
+        )
+        self.text_env = _common(
+            jinja2.Environment(
+                loader=_loader(user_dir),
+                autoescape=False,
+                undefined=jinja2.StrictUndefined,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=True,
+            )
+        )
+
+    def slack(self, template: str, data: dict[str, Any]) -> dict[str, Any]:
+        raw = self.slack_env.get_template(template).render(**data)
+        payload: dict[str, Any] = json.loads(raw)
+        return enforce_slack_limits(payload)
+
+    def text(self, template: str, data: dict[str, Any]) -> str:
+        return self.text_env.get_template(template).render(**data)
+
+    def html(self, template: str, data: dict[str, Any]) -> str:
+        return self.html_env.get_template(template).render(**data)
+
+    def subject(self, template: str, data: dict[str, Any]) -> str:
+        return one_line(self.text_env.get_template(template).render(**data), SUBJECT_MAX)
+
+    def alert(self, data: dict[str, Any]) -> Rendered:
+        return Rendered(
+            kind=data["kind"],
+            slack=self.slack("slack/alert.json.j2", data),
+            subject=self.subject("email/alert.subject.j2", data),
+            text=self.text("email/alert.txt.j2", data),
+            html=self.html("email/alert.html.j2", data),
+        )
+
+
+def enforce_slack_limits(payload: dict[str, Any]) -> dict[str, Any]:
+    """Cut section texts to 3,000 and the fallback text to 40,000 characters, at a safe boundary."""
+    def cut(text: str, limit: int) -> str:
+        if len(text) <= limit:
+            return text
+        text = text[: limit - 1]
+        amp = text.rfind("&")
+        if amp != -1 and ";" not in text[amp:]:
+            text = text[:amp]  # never leave half an entity
+        lt = text.rfind("<")
+        if lt != -1 and ">" not in text[lt:]:
+            text = text[:lt]  # never leave half a link
+        return text + "…"
+
+    for block in payload.get("blocks", []):
+        t = block.get("text")
+        if isinstance(t, dict) and isinstance(t.get("text"), str):
+            t["text"] = cut(t["text"], SLACK_SECTION_MAX)
+        for f in block.get("fields", []) or []:
+            if isinstance(f.get("text"), str):
+                f["text"] = cut(f["text"], 2000)
+    if isinstance(payload.get("text"), str):
+        payload["text"] = cut(payload["text"], SLACK_TEXT_MAX)
+    return payload
+
+
+_STATE_LABEL = {
+    Kind.firing: "FIRING",
+    Kind.reminder: "STILL FIRING",
+    Kind.updated: "UPDATED",
+    Kind.resolved: "RESOLVED",
+}
+
+
+def alert_data(
+    *,
+    kind: str,
+    alert: Any,
+    entry: CatalogEntry,
+    dashboard_url: str,
+    now: datetime,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The one template data model for alert messages (every channel renders from this)."""
+    first_seen = as_utc(alert.first_seen)
+    resolved_at = as_utc(alert.resolved_at) if alert.resolved_at else None
+    name = alert.integration_name or alert.integration_id
+    return {
+        "kind": str(kind),
+        "state_label": _STATE_LABEL.get(Kind(kind), str(kind).upper()),
+        "reason": reason,
+        "alert": {
+            "id": alert.id,
+            "integration_id": alert.integration_id,
+            "integration_name": alert.integration_name,
+            "display_name": name,
+            "provider": alert.provider or "",
+            "provider_label": provider_label(alert.provider),
+            "auth_method": alert.auth_method or "",
+            "account_id": alert.account_id or "",
+            "code": alert.code,
+            "severity": alert.severity,
+            "state": alert.state,
+            "count": alert.count,
+            "first_seen": first_seen,
+            "last_seen": as_utc(alert.last_seen),
+            "resolved_at": resolved_at,
+            "open_for": humanize((resolved_at or as_utc(now)) - first_seen),
+            "last_error": clip(alert.last_error or "", ERROR_MAX),
+            "labels": dict(alert.labels or {}),
+            "reauthorize_url": alert.reauthorize_url,
+            "silenced": alert.silenced,
+            "acknowledged_by": alert.acknowledged_by or "",
+        },
+        "entry": {
+            "code": entry.code,
+            "base_code": entry.base_code,
+            "title": entry.title,
+            "cause": entry.cause,
+            "solution": entry.solution_for(alert.auth_method),
+            "action": entry.action,
+            "causes": list(entry.causes),
+            "docs": entry.docs or "",
+        },
+        "action_label": ACTION_LABEL.get(entry.action, "Fix it"),
+        "dashboard_url": dashboard_url,
+        "alert_url": f"{dashboard_url}/alerts/{alert.id}",
+        "now": as_utc(now),
+    }
+
+
+ACTION_LABEL = {
+    "reauthorize": "Reauthorize",
+    "restore_permissions": "Review permissions",
+    "new_token": "Reauthorize",
+    "update_api_key": "Update API key",
+    "update_credentials": "Update credentials",
+}
+
+_PROVIDER_LABELS = {
+    "google": "Google",
+    "microsoft": "Microsoft",
+    "salesforce": "Salesforce",
+    "hubspot": "HubSpot",
+    "facebook": "Meta",
+    "github": "GitHub",
+    "quickbooks": "QuickBooks",
+    "postgres": "PostgreSQL",
+    "mysql": "MySQL",
+}
+
+
+def provider_label(provider: str | None) -> str:
+    if not provider:
+        return ""
+    return _PROVIDER_LABELS.get(provider, provider.replace("_", " ").title())

@@ -1,0 +1,136 @@
+"""The native event format of ``POST /v1/events`` (one object or an array of them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from alerts.models import AuthErrorEvent, EventStatus
+
+EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+# Length limits here are generous; free text is sanitised and cut to size at ingest (R3.3), not rejected.
+Text = Annotated[str, StringConstraints(max_length=65536)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class NativeEvent(BaseModel):
+    """One authentication-error (or success) event from any pipeline."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "integration_id": "sf-prod",
+                    "integration_name": "Salesforce (prod)",
+                    "provider": "salesforce",
+                    "auth_method": "oauth2",
+                    "error": "invalid_grant: expired access/refresh token",
+                    "event_id": "run-2026-11-28-0930",
+                },
+                {"integration_id": "sf-prod", "status": "succeeded"},
+            ]
+        },
+    )
+
+    integration_id: ShortText
+    error: Text | None = None
+    status: Literal["failed", "succeeded"] = "failed"
+    integration_name: Text | None = None
+    provider: Annotated[str, StringConstraints(max_length=200)] | None = None
+    auth_method: Literal["oauth2", "api_key", "basic"] | None = None
+    error_code: Annotated[str, StringConstraints(max_length=100)] | None = None
+    occurred_at: datetime | None = None
+    account_id: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    event_id: EventId | None = None
+    labels: dict[Annotated[str, StringConstraints(max_length=100)], Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=dict, max_length=64
+    )
+    reauthorize_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    authorized_by: Annotated[str, StringConstraints(max_length=320)] | None = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("occurred_at needs a timezone (RFC 3339, e.g. 2026-11-28T09:30:00Z)")
+        return v
+
+    def validate_failure(self) -> None:
+        if self.status == "failed" and not (self.error or self.error_code):
+            raise ValueError("error is required when status is 'failed'")
+
+    def to_event(self, source: str = "native") -> AuthErrorEvent:
+        return AuthErrorEvent(
+            integration_id=self.integration_id,
+            status=EventStatus(self.status),
+            error=self.error,
+            source=source,
+            integration_name=self.integration_name,
+            provider=self.provider,
+            auth_method=self.auth_method,
+            error_code=self.error_code,
+            occurred_at=self.occurred_at,
+            account_id=self.account_id,
+            event_id=self.event_id,
+            labels=dict(self.labels),
+            reauthorize_url=self.reauthorize_url,
+            authorized_by=self.authorized_by,
+        )
+
+
+class EventProblem(ValueError):
+    """Which event and which field is wrong, for a problem+json answer."""
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+_one = TypeAdapter(NativeEvent)
+
+
+def parse_events(data: Any, *, max_batch: int) -> list[NativeEvent]:
+    """One object or a non-empty array of at most ``max_batch`` objects."""
+    items = data if isinstance(data, list) else [data]
+    if isinstance(data, list) and not data:
+        raise EventProblem("the array is empty", [{"loc": [], "msg": "expected at least one event"}])
+    if len(items) > max_batch:
+        raise EventProblem(
+            f"too many events in one request ({len(items)} > {max_batch})",
+            [{"loc": [], "msg": f"at most {max_batch} events per request"}],
+        )
+    out = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        prefix: list[Any] = [i] if isinstance(data, list) else []
+        if not isinstance(item, dict):
+            errors.append({"loc": prefix, "msg": "an event is a JSON object"})
+            continue
+        try:
+            ev = _one.validate_python(item)
+            ev.validate_failure()
+        except ValidationError as exc:
+            for e in exc.errors(include_url=False, include_input=False):
+                errors.append({"loc": prefix + list(e["loc"]), "msg": e["msg"]})
+            continue
+        except ValueError as exc:
+            errors.append({"loc": [*prefix, "error"], "msg": str(exc)})
+            continue
+        out.append(ev)
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise EventProblem(f"{where}: {first['msg']}", errors)
+    return out

@@ -1,0 +1,257 @@
+"""Tables, engine and sessions. SQLite by default (WAL, synchronous=FULL), PostgreSQL by URL.
+
+Schema changes go through Alembic (``alerts/migrations``); :func:`upgrade` runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import JSON, Column, Field, Index, Session, SQLModel, UniqueConstraint, create_engine
+
+from alerts.models import as_utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps them naive; we add UTC back)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return as_utc(value) if value is not None else None
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), **kw))
+
+
+class Event(SQLModel, table=True):
+    """Every accepted event, secrets redacted. ``event_id`` is the idempotency key."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str | None = Field(default=None, max_length=200, unique=True)
+    source: str = Field(max_length=40)
+    integration_id: str = Field(max_length=200, index=True)
+    status: str = Field(max_length=16)
+    provider: str | None = Field(default=None, max_length=100)
+    auth_method: str | None = Field(default=None, max_length=16)
+    code: str | None = Field(default=None, max_length=100)
+    error: str | None = None
+    occurred_at: datetime | None = _ts()
+    received_at: datetime | None = _ts(nullable=False)
+    alert_id: int | None = Field(default=None, index=True)
+    body_sha256: str | None = Field(default=None, max_length=64)
+
+
+class Alert(SQLModel, table=True):
+    """One incident. At most one non-resolved alert per fingerprint, enforced by a partial unique index."""
+
+    __table_args__ = (
+        Index(
+            "uq_alert_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            sqlite_where=sa.text("state != 'resolved'"),
+            postgresql_where=sa.text("state != 'resolved'"),
+        ),
+        Index("ix_alert_state_last_notified", "state", "last_notified_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, index=True)
+    integration_id: str = Field(max_length=200, index=True)
+    integration_name: str | None = Field(default=None, max_length=200)
+    provider: str | None = Field(default=None, max_length=100)
+    auth_method: str | None = Field(default=None, max_length=16)
+    account_id: str | None = Field(default=None, max_length=200)
+    authorized_by: str | None = Field(default=None, max_length=320)
+    code: str = Field(max_length=100)
+    severity: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    count: int = 1
+    first_seen: datetime | None = _ts(nullable=False)
+    last_seen: datetime | None = _ts(nullable=False)
+    last_error: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    reauthorize_url: str | None = None
+    silenced: bool = False
+    notify_seq: int = 0
+    last_notified_at: datetime | None = _ts()
+    first_notified_at: datetime | None = _ts()
+    acknowledged_at: datetime | None = _ts()
+    acknowledged_by: str | None = Field(default=None, max_length=200)
+    resolved_at: datetime | None = _ts()
+    resolved_by: str | None = Field(default=None, max_length=200)
+
+
+class Notification(SQLModel, table=True):
+    """The outbox: a message exists if and only if its row exists (R2.1)."""
+
+    __table_args__ = (Index("ix_notification_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int | None = Field(default=None, index=True)
+    receiver: str = Field(max_length=200)
+    channel: str = Field(max_length=16)
+    kind: str = Field(max_length=16)
+    seq: int = 0
+    idempotency_key: str = Field(max_length=64, unique=True)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts(nullable=False)
+    lease_until: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+    sent_at: datetime | None = _ts()
+    last_error: str | None = None
+    external_ref: str | None = Field(default=None, max_length=300)
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    target: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Silence(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str = Field(default="*", max_length=200)
+    provider: str | None = Field(default=None, max_length=100)
+    code: str | None = Field(default=None, max_length=100)
+    starts_at: datetime | None = _ts(nullable=False)
+    ends_at: datetime | None = _ts(nullable=False)
+    author: str = Field(default="", max_length=200)
+    comment: str = Field(default="", max_length=1000)
+
+
+class LogOffset(SQLModel, table=True):
+    __tablename__ = "log_offset"
+    __table_args__ = (UniqueConstraint("path", name="uq_log_offset_path"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    path: str = Field(max_length=1000)
+    device: int = 0
+    inode: int = 0
+    offset: int = 0
+    updated_at: datetime | None = _ts()
+
+
+class DigestRun(SQLModel, table=True):
+    __tablename__ = "digest_run"
+    __table_args__ = (UniqueConstraint("name", "period_start", name="uq_digest_run_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    period_start: datetime | None = _ts(nullable=False)
+    period_end: datetime | None = _ts()
+    manual: bool = False
+    created_at: datetime | None = _ts()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
+    """An engine with our SQLite pragmas (R5.1) or a PostgreSQL pool; creates the SQLite directory."""
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(path.parent, stat.S_IRWXU)
+        except OSError:
+            pass
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (BEGIN IMMEDIATE for writers)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        if path.exists():
+            os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def check_sqlite(engine: Engine) -> dict[str, Any]:
+    """Read back the pragmas (R5.1) and the SQLite version (RETURNING needs >= 3.35)."""
+    with engine.connect() as conn:
+        values = {
+            "journal_mode": conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
+            "synchronous": conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+            "foreign_keys": conn.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+            "busy_timeout": conn.exec_driver_sql("PRAGMA busy_timeout").scalar(),
+            "version": conn.exec_driver_sql("select sqlite_version()").scalar(),
+        }
+    return values
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    path = sqlite_path(str(engine.url))
+    if path is not None and path.exists():
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return ScriptDirectory.from_config(cfg).get_current_head()

@@ -1,0 +1,175 @@
+"""``create_app(settings)``: the receiver, API and (later) dashboard in one FastAPI application.
+
+The lifespan upgrades the database, checks SQLite's pragmas, and runs the delivery worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alerts import storage
+from alerts.catalog import Catalog, load_catalog
+from alerts.config import Settings
+from alerts.models import utcnow
+from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
+from alerts.worker import Worker
+
+log = logging.getLogger("alerts.web")
+access = logging.getLogger("alerts.access")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    catalog: Catalog | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    run_worker: bool = True,
+    worker: Worker | None = None,
+) -> FastAPI:
+    engine = engine or storage.make_engine(settings.database_url, synchronous=settings.database.synchronous)
+    catalog = catalog or load_catalog(settings.catalog.entries, settings.catalog.disable)
+    worker = worker or Worker(engine=engine, settings=settings, catalog=catalog, clock=clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(startup_checks, engine, settings)
+        task = asyncio.create_task(worker.run(), name="delivery-worker") if run_worker else None
+        app.state.worker_task = task
+        log.info("alerts ready", extra={"settings": settings.redacted_dump()})
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await worker.aclose()
+
+    app = FastAPI(
+        title="alerts",
+        version="0.1.0",
+        summary="One clear message when a data integration's authentication breaks.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.catalog = catalog
+    app.state.clock = clock
+    app.state.worker = worker
+    app.state.worker_task = None
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return JSONResponse(exc.body(request.url.path), status_code=exc.status, media_type=PROBLEM,
+                            headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        p = Problem(413, f"body larger than {settings.server.max_body_bytes} bytes")
+        return JSONResponse(p.body(request.url.path), status_code=413, media_type=PROBLEM)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        p = Problem(exc.status_code, str(exc.detail))
+        return JSONResponse(p.body(request.url.path), status_code=exc.status_code, media_type=PROBLEM,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        p = Problem(422, f"{where}: {first['msg']}", errors=errors)
+        return JSONResponse(p.body(request.url.path), status_code=422, media_type=PROBLEM)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", extra={"path": _route_path(request), "error": type(exc).__name__})
+        p = Problem(500, "internal error; see the server log")
+        return JSONResponse(p.body(), status_code=500, media_type=PROBLEM)
+
+    app.add_middleware(AccessLog)
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+
+    from alerts.web import api
+
+    app.include_router(api.router)
+    return app
+
+
+class AccessLog:
+    """One log line per request with the route *template*, never the raw path: a path can carry a
+    secret token (``/v1/webhooks/airbyte/{token}``, R4.4)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            access.info("request", extra={"method": scope.get("method"), "route": getattr(route, "path", "(unmatched)"),
+                                          "status": status, "ms": round((time.perf_counter() - start) * 1000, 1)})
+
+
+def _route_path(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "(unmatched)"
+
+
+def startup_checks(engine: Engine, settings: Settings) -> None:
+    """Upgrade the schema and check SQLite's durability settings (R5.1)."""
+    path = storage.sqlite_path(settings.database_url)
+    if path is not None and not settings.database.allow_network_fs and _on_network_fs(path):
+        raise RuntimeError(f"{path} is on a network filesystem; SQLite's locking is not safe there")
+    storage.upgrade(engine)
+    if path is not None:
+        values = storage.check_sqlite(engine)
+        want_sync = {"FULL": 2, "NORMAL": 1}[settings.database.synchronous]
+        if str(values["journal_mode"]).lower() != "wal" or int(values["synchronous"]) != want_sync \
+                or int(values["busy_timeout"]) < 5000 or int(values["foreign_keys"]) != 1:
+            raise RuntimeError(f"SQLite pragmas not in effect: {values}")
+        if tuple(int(x) for x in str(values["version"]).split(".")[:2]) < (3, 35):
+            raise RuntimeError(f"SQLite {values['version']} is too old (RETURNING needs 3.35)")
+
+
+def _on_network_fs(path: Any) -> bool:
+    try:
+        target = str(path.resolve().parent)
+        best, fstype = "", ""
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and target.startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, fstype = parts[1], parts[2]
+        return fstype in {"nfs", "nfs4", "cifs", "smbfs", "smb3", "9p", "fuse.sshfs", "afs", "glusterfs", "ceph"}
+    except OSError:
+        return False

@@ -1,0 +1,106 @@
+"""Errors as ``application/problem+json`` (RFC 9457) and the limits that produce them (R3.1)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PROBLEM = "application/problem+json"
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, detail: str, *, type_: str = "about:blank",
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.headers = headers
+        self.status = status
+        self.detail = detail
+        self.type = type_
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        out = {"type": self.type, "title": TITLES.get(self.status, "Error"), "status": self.status,
+               "detail": self.detail}
+        if instance:
+            out["instance"] = instance
+        out.update(self.extra)
+        return out
+
+
+def problem_bytes(status: int, detail: str, **extra: Any) -> bytes:
+    return json.dumps(Problem(status, detail, **extra).body()).encode()
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes``: by ``Content-Length`` before reading, or while streaming (413)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_problem(send, 400, "invalid Content-Length")
+                    return
+                if declared > self.max_bytes:
+                    await _send_problem(send, 413, f"body larger than {self.max_bytes} bytes")
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_problem(send, 413, f"body larger than {self.max_bytes} bytes")
+
+
+async def _send_problem(send: Send, status: int, detail: str) -> None:
+    body = problem_bytes(status, detail)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

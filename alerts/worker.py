@@ -1,0 +1,203 @@
+"""The delivery worker: claim due outbox rows, render, send, record the outcome; and owe reminders.
+
+One generic loop; the channel that knows the protocol decides whether a failure is retryable
+(:class:`~alerts.channels.DeliveryError`). Nothing sleeps holding a message: a failed send sets
+``next_attempt_at`` on its row, so a restart loses no retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from alerts import ingest, outbox
+from alerts.catalog import Catalog
+from alerts.channels import Channel, DeliveryError, Outgoing
+from alerts.channels.filesink import FileSink
+from alerts.channels.mime import message_domain
+from alerts.config import Settings
+from alerts.models import DeliveryStatus, Kind, utcnow
+from alerts.render import Rendered, Renderer, alert_data
+from alerts.storage import Alert, Notification, session_scope
+
+log = logging.getLogger("alerts.worker")
+
+Clock = Callable[[], datetime]
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {"file": FileSink(settings.outbox.dir, from_addr=settings.email.from_addr)}
+    return channels
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        settings: Settings,
+        catalog: Catalog,
+        renderer: Renderer | None = None,
+        channels: dict[str, Channel] | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.catalog = catalog
+        self.renderer = renderer or Renderer(user_dir=settings.templates.dir)
+        self.channels = channels if channels is not None else build_channels(settings)
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.policy = outbox.RetryPolicy(
+            max_attempts=settings.outbox.max_attempts,
+            max_age=settings.outbox.max_age,
+            base=settings.outbox.backoff_base,
+            cap=settings.outbox.backoff_cap,
+        )
+        self.last_tick: datetime | None = None
+        self.domain = message_domain(settings.email.from_addr)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery tick failed")
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.settings.outbox.poll_interval.total_seconds())
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def tick(self) -> int:
+        """Owe due reminders, then deliver every due row; return how many rows were handled."""
+        now = self.clock()
+        self.last_tick = now
+        await asyncio.to_thread(
+            ingest.enqueue_reminders, self.engine, settings=self.settings, catalog=self.catalog, now=now
+        )
+        handled = 0
+        while True:
+            rows = await asyncio.to_thread(
+                outbox.claim, self.engine, now=self.clock(), lease=self.settings.outbox.lease,
+                limit=self.settings.outbox.batch,
+            )
+            if not rows:
+                return handled
+            await asyncio.gather(*(self.deliver(row) for row in rows))
+            handled += len(rows)
+
+    async def deliver(self, row: Notification) -> None:
+        channel = self.channels.get(row.channel)
+        if channel is None:
+            await self._fail(row, DeliveryError(f"channel {row.channel!r} is not configured", retryable=False))
+            return
+        try:
+            message = await asyncio.to_thread(self.prepare, row)
+        except Exception as exc:  # a template error is permanent: retrying renders the same thing
+            log.exception("render failed", extra={"notification_id": row.id, "alert_id": row.alert_id})
+            await self._fail(row, DeliveryError(f"render failed: {type(exc).__name__}: {exc}", retryable=False))
+            return
+        if message is None:
+            return
+        try:
+            ref = await channel.send(message)
+        except DeliveryError as exc:
+            await self._fail(row, exc)
+            return
+        except Exception as exc:  # an unexpected error from a channel: retry, but say what it was
+            await self._fail(row, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
+            return
+        await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref)
+        if row.alert_id is not None and row.kind == Kind.firing:
+            await asyncio.to_thread(self._first_notified, row.alert_id)
+        log.info(
+            "notification sent",
+            extra={"notification_id": row.id, "alert_id": row.alert_id, "channel": row.channel,
+                   "receiver": row.receiver, "kind": row.kind},
+        )
+
+    async def _fail(self, row: Notification, exc: DeliveryError) -> None:
+        status = await asyncio.to_thread(
+            outbox.mark_failed, self.engine, row.id, now=self.clock(), error=exc.reason,
+            retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy,
+        )
+        level = logging.ERROR if status == DeliveryStatus.dead else logging.WARNING
+        log.log(
+            level,
+            "notification %s", "dead" if status == DeliveryStatus.dead else "failed, will retry",
+            extra={"notification_id": row.id, "alert_id": row.alert_id, "channel": row.channel,
+                   "receiver": row.receiver, "error": exc.reason, "attempts": row.attempts},
+        )
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def prepare(self, row: Notification) -> Outgoing | None:
+        """Render the row (once: the payload is stored before the first send) and find its thread."""
+        with session_scope(self.engine) as session:
+            alert = session.get(Alert, row.alert_id) if row.alert_id is not None else None
+            thread = None
+            if alert is not None and row.kind != Kind.firing:
+                thread = session.exec(
+                    select(Notification).where(
+                        Notification.alert_id == alert.id,
+                        Notification.receiver == row.receiver,
+                        Notification.channel == row.channel,
+                        Notification.kind == Kind.firing.value,
+                    ).order_by(Notification.id)
+                ).first()
+            payload = row.payload
+            if payload is None:
+                if alert is None:
+                    raise ValueError("notification has neither payload nor alert")
+                entry = self.catalog.get(alert.code)
+                if entry is None:
+                    raise ValueError(f"unknown catalog code {alert.code!r}")
+                data = alert_data(
+                    kind=row.kind, alert=alert, entry=entry,
+                    dashboard_url=self.settings.server.base_url(), now=self.clock(),
+                )
+                payload = self.renderer.alert(data).to_json()
+                db_row = session.get(Notification, row.id)
+                if db_row is not None:
+                    db_row.payload = payload
+        rendered = Rendered(**{k: payload[k] for k in ("kind", "slack", "subject", "text", "html")})
+        root = self.thread_root_id(row.alert_id, row.receiver) if row.alert_id is not None else None
+        message_id = root if row.kind == Kind.firing and root else self.message_id(row)
+        return Outgoing(
+            notification_id=row.id,
+            idempotency_key=row.idempotency_key,
+            kind=row.kind,
+            alert_id=row.alert_id,
+            address=dict(row.target or {}),
+            rendered=rendered,
+            message_id=message_id,
+            thread_root_id=root if row.kind != Kind.firing else None,
+            thread_ref=thread.external_ref if thread is not None and thread.status == DeliveryStatus.sent else None,
+        )
+
+    def message_id(self, row: Notification) -> str:
+        return f"<{row.idempotency_key[:32]}@{self.domain}>"
+
+    def thread_root_id(self, alert_id: int, receiver: str) -> str:
+        """The Message-ID of an alert's first email to a receiver; later messages reply to it."""
+        return f"<alert-{alert_id}.{outbox.idempotency_key(alert_id, receiver, 'email', 'thread', 0)[:12]}@{self.domain}>"
+
+    def _first_notified(self, alert_id: int) -> None:
+        with session_scope(self.engine) as session:
+            alert = session.get(Alert, alert_id)
+            if alert is not None and alert.first_notified_at is None:
+                alert.first_notified_at = self.clock()
+
+    async def aclose(self) -> None:
+        for ch in self.channels.values():
+            await ch.aclose()

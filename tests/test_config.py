@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from alerts.config import ConfigError, load_settings
+from alerts.durations import format_duration, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("0s", timedelta(0), id="zero"),
+        pytest.param("30s", timedelta(seconds=30), id="seconds"),
+        pytest.param("5m", timedelta(minutes=5), id="minutes"),
+        pytest.param("4h", timedelta(hours=4), id="hours"),
+        pytest.param("1h30m", timedelta(hours=1, minutes=30), id="compound"),
+        pytest.param("7d", timedelta(days=7), id="days"),
+        pytest.param("2w", timedelta(weeks=2), id="weeks"),
+    ],
+)
+def test_durations_parse_like_alertmanager(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+    assert parse_duration(format_duration(expected)) == expected
+
+
+@pytest.mark.parametrize("bad", ["4 hourz", "h", "-5m", "1.5h", "", "5 m", "forever"])
+def test_bad_durations_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_toml_file_env_override_and_defaults(tmp_path, monkeypatch) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[alerting]\nrepeat_interval = "2h"\ngroup_wait = "10s"\n[server]\nport = 9999\n')
+    monkeypatch.setenv("ALERTS_ALERTING__REPEAT_INTERVAL", "1h30m")
+    s = load_settings(cfg)
+    assert s.alerting.repeat_interval == timedelta(hours=1, minutes=30)  # env beats file
+    assert s.alerting.group_wait == timedelta(seconds=10)  # file beats default
+    assert s.server.port == 9999
+    assert s.database_url == "sqlite:///var/alerts.db"  # default
+
+
+def test_config_found_through_env_then_cwd(tmp_path, monkeypatch) -> None:
+    (tmp_path / "config.toml").write_text("[server]\nport = 1111\n")
+    other = tmp_path / "other.toml"
+    other.write_text("[server]\nport = 2222\n")
+    assert load_settings().server.port == 1111
+    monkeypatch.setenv("ALERTS_CONFIG", str(other))
+    assert load_settings().server.port == 2222
+    assert load_settings(tmp_path / "config.toml").server.port == 1111
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        pytest.param('[alerting]\nrepeat_interval = "4 hourz"\n', "alerting.repeat_interval", id="bad-duration"),
+        pytest.param("[email]\nprot = 25\n", "email.prot: unknown key", id="unknown-key"),
+        pytest.param("[nosuch]\nx = 1\n", "nosuch: unknown key", id="unknown-section"),
+        pytest.param('[server]\npublic_url = "ftp://example.com"\n', "server.public_url", id="bad-url"),
+        pytest.param('[server]\nport = "eighty"\n', "server.port", id="bad-int"),
+        pytest.param("[server\n", "invalid TOML", id="broken-toml"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, toml: str, names: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    message = str(info.value)
+    assert names in message
+    assert message.startswith("config error:")
+    assert "\n" not in message
+
+
+def test_secrets_never_in_repr_or_dump(tmp_path) -> None:
+    canaries = {
+        "slack": {"bot_token": "xoxb-CANARY-slack-000000001"},
+        "email": {"host": "smtp.example.com", "password": "CANARY-smtp-password"},
+        "database": {"url": "postgresql+psycopg://u:CANARY-db-pass@db.example.com/alerts"},
+        "server": {"api_tokens": ["CANARY-api-token-0000000000000"]},
+    }
+    s = load_settings(None, **canaries)
+    dumped = repr(s) + s.model_dump_json() + str(s.redacted_dump())
+    for needle in ("CANARY-slack", "CANARY-smtp", "CANARY-db", "CANARY-api"):
+        assert needle not in dumped
+    assert s.slack.bot_token.get_secret_value() == "xoxb-CANARY-slack-000000001"

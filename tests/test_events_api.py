@@ -1,0 +1,148 @@
+"""POST /v1/events end to end through the app: storage, dedup, lifecycle, outbox, file sink."""
+
+from __future__ import annotations
+
+import email
+import json
+from email import policy
+
+import pytest
+
+from alerts.storage import Alert, Event, Notification
+from tests.helpers import SF, alerts, events, notifications, rows, run_worker_once
+
+
+def post(client, body, **kw):
+    return client.post("/v1/events", json=body, **kw)
+
+
+def test_fifty_failures_make_one_alert_and_one_notification(client, tmp_path) -> None:
+    engine = client.app.state.engine
+    for _ in range(50):
+        r = post(client, SF)
+        assert r.status_code == 202
+    assert r.json()["accepted"] == 1 and r.json()["duplicates"] == 0
+    [alert] = alerts(engine)
+    assert (alert.state, alert.count, alert.code, alert.provider) == ("firing", 50, "invalid_grant", "salesforce")
+    assert len(events(engine)) == 50
+    [note] = notifications(engine)
+    assert (note.kind, note.channel, note.status) == ("firing", "file", "pending")
+
+    assert run_worker_once(client.app) == 1
+    out = tmp_path / "outbox"
+    assert sorted(p.name for p in out.iterdir()) == [f"{note.id}.eml", f"{note.id}.json"]
+    slack = json.loads((out / f"{note.id}.json").read_text())
+    assert "sf-prod" in slack["text"] and "Authorization expired or revoked" in slack["text"]
+    msg = email.message_from_bytes((out / f"{note.id}.eml").read_bytes(), policy=policy.default)
+    assert msg["Subject"].startswith("[FIRING] sf-prod (Salesforce)")
+    assert "invalid_grant: expired access/refresh token" in msg.get_body(("plain",)).get_content()
+
+    r = post(client, {"integration_id": "sf-prod", "status": "succeeded"})
+    assert r.status_code == 202 and r.json()["alert_ids"] == [alert.id]
+    [alert] = alerts(engine)
+    assert alert.state == "resolved" and alert.resolved_at is not None
+    run_worker_once(client.app)
+    resolved = notifications(engine, kind="resolved")
+    assert [n.status for n in resolved] == ["sent"]
+    resolved_mail = email.message_from_bytes((out / f"{resolved[0].id}.eml").read_bytes(), policy=policy.default)
+    assert resolved_mail["Subject"].startswith("[RESOLVED] sf-prod")
+    assert resolved_mail["In-Reply-To"] == msg["Message-ID"]
+
+
+def test_batch_and_replayed_event_id_are_counted_once(client) -> None:
+    engine = client.app.state.engine
+    batch = [{**SF, "event_id": f"run-{i}"} for i in range(3)]
+    r = post(client, batch)
+    assert r.json() == {"accepted": 3, "duplicates": 0, "alert_ids": [1]}
+    r = post(client, batch[:2] + [{**SF, "event_id": "run-9"}])
+    assert r.json() == {"accepted": 1, "duplicates": 2, "alert_ids": [1]}
+    assert alerts(engine)[0].count == 4
+    assert len(events(engine)) == 4
+
+
+def test_non_auth_error_is_stored_but_opens_nothing(client) -> None:
+    engine = client.app.state.engine
+    r = post(client, {"integration_id": "hs", "error": "429 Too Many Requests"})
+    assert r.status_code == 202 and r.json()["alert_ids"] == []
+    [ev] = events(engine)
+    assert ev.code is None and ev.alert_id is None
+    assert alerts(engine) == [] and notifications(engine) == []
+
+
+def test_secrets_are_redacted_before_storage(client) -> None:
+    engine = client.app.state.engine
+    err = "401 Client Error: Unauthorized for url: https://api.x.com/v1?access_token=CANARYTOKEN123 Bearer CANARYBEARER99"
+    post(client, {"integration_id": "x", "error": err})
+    [ev] = events(engine)
+    [alert] = alerts(engine)
+    for text in (ev.error, alert.last_error):
+        assert "CANARYTOKEN123" not in text and "CANARYBEARER99" not in text and "[REDACTED]" in text
+    assert alert.code == "access_token_expired"  # classified before redaction removed anything
+
+
+BAD = [
+    pytest.param(b"{not json", "application/json", 400, "malformed JSON", id="malformed"),
+    pytest.param(b'{"error": "invalid_grant"}', "application/json", 422, "integration_id", id="missing-id"),
+    pytest.param(b'{"integration_id": "x", "status": "paused", "error": "e"}', "application/json", 422, "status",
+                 id="unknown-status"),
+    pytest.param(b'{"integration_id": "x"}', "application/json", 422, "error", id="failure-without-error"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "bogus": 1}', "application/json", 422, "bogus",
+                 id="unknown-field"),
+    pytest.param(b'{"integration_id": "x", "integration_id": "y", "error": "e"}', "application/json", 400,
+                 "duplicate key", id="duplicate-key"),
+    pytest.param(b'{"integration_id": "x", "error": NaN}', "application/json", 400, "NaN", id="nan"),
+    pytest.param(b'{"integration_id": "\xff\xfe", "error": "e"}', "application/json", 400, "UTF-8", id="bad-utf8"),
+    pytest.param(b"[" * 100 + b"]" * 100, "application/json", 400, "nested", id="deep"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "occurred_at": "2026-11-28T09:00:00"}',
+                 "application/json", 422, "timezone", id="naive-time"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "event_id": "a.b"}', "application/json", 422, "event_id",
+                 id="dotted-event-id"),
+    pytest.param(b'{"integration_id": "x", "error": "e"}', "text/plain", 415, "application/json", id="content-type"),
+    pytest.param(b"[]", "application/json", 422, "empty", id="empty-array"),
+    pytest.param(b'{"integration_id": 1, "error": 99999999999999999999999}', "application/json", 400, "range",
+                 id="huge-int"),
+]
+
+
+@pytest.mark.parametrize(("body", "ctype", "status", "detail"), BAD)
+def test_bad_input_is_refused_with_problem_json_and_stores_nothing(client, body, ctype, status, detail) -> None:
+    engine = client.app.state.engine
+    r = client.post("/v1/events", content=body, headers={"content-type": ctype})
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["status"] == status and detail in problem["detail"]
+    assert rows(engine, Event) == [] and rows(engine, Alert) == [] and rows(engine, Notification) == []
+    assert post(client, SF).status_code == 202  # and the server keeps serving
+
+
+def test_ten_megabyte_body_is_refused_before_reading(client) -> None:
+    engine = client.app.state.engine
+    big = b'{"integration_id": "x", "error": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+    r = client.post("/v1/events", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert rows(engine, Event) == []
+
+    def chunks():
+        for _ in range(20):
+            yield b"a" * 100_000
+
+    r = client.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413  # streamed without Content-Length: cut off while reading
+    assert rows(engine, Event) == []
+    assert post(client, SF).status_code == 202
+
+
+def test_batch_limit(make_client, make_settings) -> None:
+    client = make_client(make_settings(server={"max_batch": 2}))
+    r = post(client, [SF, SF, SF])
+    assert r.status_code == 422 and "at most 2" in json.dumps(r.json())
+
+
+def test_api_tokens_protect_the_admin_api(make_client, make_settings) -> None:
+    client = make_client(make_settings(server={"api_tokens": ["t0k3n-for-tests-only-000000"]}))
+    assert client.get("/v1/alerts").status_code == 401
+    assert client.get("/v1/alerts", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = client.get("/v1/alerts", headers={"Authorization": "Bearer t0k3n-for-tests-only-000000"})
+    assert ok.status_code == 200 and ok.json() == {"alerts": [], "next": None}
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,64 @@
+"""``alerts serve`` as a real process: the README's demo, and kill -9 after a 202 loses nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tests.peers.server import ServerProcess
+
+SF = {"integration_id": "sf-prod", "provider": "salesforce", "error": "invalid_grant: expired access/refresh token"}
+
+
+def db_rows(path, sql):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_readme_demo_one_alert_one_notification(tmp_path) -> None:
+    server = ServerProcess(cwd=tmp_path, env={"ALERTS_ALERTING__GROUP_WAIT": "0s"}).start()
+    try:
+        with server.client() as http:
+            assert http.get("/healthz").json() == {"status": "ok"}
+            assert http.get("/readyz").status_code == 200
+            for _ in range(50):
+                assert http.post("/v1/events", json=SF).status_code == 202
+            [alert] = http.get("/v1/alerts").json()["alerts"]
+            assert (alert["count"], alert["state"]) == (50, "firing")
+            outbox = tmp_path / "var" / "outbox"
+            server.wait_for(lambda: len(list(outbox.glob("*.eml"))) == 1)
+            assert sorted(p.suffix for p in outbox.iterdir()) == [".eml", ".json"]
+            http.post("/v1/events", json={"integration_id": "sf-prod", "status": "succeeded"})
+            server.wait_for(lambda: len(list(outbox.glob("*.eml"))) == 2)
+            assert http.get(f"/v1/alerts/{alert['id']}").json()["state"] == "resolved"
+            texts = [json.loads(p.read_text())["text"] for p in sorted(outbox.glob("*.json"))]
+            assert texts[0].startswith("FIRING") and texts[1].startswith("RESOLVED")
+    finally:
+        server.stop()
+    assert all(r.get("logger") != "alerts.web" or r.get("level") != "error" for r in server.log_records())
+
+
+def test_kill_9_after_202_loses_no_event(tmp_path) -> None:
+    server = ServerProcess(cwd=tmp_path).start()
+    acked = 0
+    with server.client() as http:
+        for i in range(40):
+            r = http.post("/v1/events", json={**SF, "integration_id": f"int-{i % 7}", "event_id": f"e{i}"})
+            assert r.status_code == 202
+            acked += 1
+    server.kill9()
+    db = tmp_path / "var" / "alerts.db"
+    assert db_rows(db, "select count(*) from event")[0][0] == acked
+    assert db_rows(db, "select count(*) from alert where state = 'firing'")[0][0] == 7
+    assert db_rows(db, "pragma integrity_check")[0][0] == "ok"
+    server = ServerProcess(cwd=tmp_path).start()  # and it comes back on the same database
+    try:
+        with server.client() as http:
+            r = http.post("/v1/events", json={**SF, "integration_id": "int-0", "event_id": "e0"})
+            assert r.json()["duplicates"] == 1
+            assert sum(a["count"] for a in http.get("/v1/alerts").json()["alerts"]) == acked
+    finally:
+        server.stop()
