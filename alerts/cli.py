@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+silence_app = typer.Typer(help="Silence alerts you already know about.", no_args_is_help=True)
+app.add_typer(silence_app, name="silence")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -257,6 +259,89 @@ def catalog(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     for e in entries:
         table.add_row(e["code"], e["refines"] or "", e["severity"], e["action"], e["title"], str(len(e["patterns"])))
     out.print(table)
+
+
+@silence_app.command("add")
+def silence_add(
+    integration: Annotated[str, typer.Option(help="Integration id or glob, e.g. 'sf-*'.")] = "*",
+    provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
+    code: Annotated[str | None, typer.Option(help="Only this catalog code.")] = None,
+    duration: Annotated[str, typer.Option("--for", help="How long, e.g. 2h, 24h, 7d.")] = "24h",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    author: Annotated[str, typer.Option(help="Who.")] = "cli",
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Silence matching alerts: they keep counting but send nothing until the silence ends."""
+    from alerts import silences
+    from alerts.web.problems import Problem
+    from alerts.web.silences import SilenceCreate, create_silence
+
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    if integration == "*" and not provider and not code:
+        fail("give at least one of --integration, --provider, --code (use --integration '*' with another)")
+    try:
+        body = SilenceCreate(integration=integration, provider=provider, code=code, duration=duration,
+                             comment=comment, author=author)
+    except ValueError as exc:
+        fail(str(exc).splitlines()[-1] if "duration" not in str(exc) else f"--for: invalid duration {duration!r}")
+    engine = engine_from(settings)
+    try:
+        row = create_silence(engine, body=body, now=_now(), settings=settings, catalog=catalog)
+    except Problem as exc:
+        fail(exc.detail)
+    data = silences.public(row, now=_now())
+    if as_json:
+        out.print(json.dumps(data), markup=False)
+    else:
+        out.print(f"silence {data['id']} until {data['ends_at']}", markup=False)
+
+
+@silence_app.command("list")
+def silence_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include expired silences.")] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Silences in effect (and pending); --all includes expired ones."""
+    from alerts import silences
+    from alerts.web.silences import list_silences
+
+    settings = settings_from(config)
+    engine = engine_from(settings)
+    now = _now()
+    rows = [silences.public(r, now=now) for r in list_silences(engine, now=now, include_expired=all_)]
+    if as_json:
+        for r in rows:
+            out.print(json.dumps(r), markup=False)
+        return
+    if not rows:
+        out.print("No silences.")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "state", "integration", "provider", "code", "ends", "author", "comment"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["state"], r["integration"], r["provider"] or "", r["code"] or "",
+                      r["ends_at"][:16].replace("T", " "), r["author"], r["comment"])
+    out.print(table)
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: Annotated[int, typer.Argument(help="Silence id.")], config: ConfigOpt = None) -> None:
+    """End a silence now; alerts it covered that still fire send one message."""
+    from alerts.web.problems import Problem
+    from alerts.web.silences import expire_silence
+
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    engine = engine_from(settings)
+    try:
+        expire_silence(engine, silence_id, now=_now(), settings=settings, catalog=catalog)
+    except Problem as exc:
+        fail(exc.detail, 1)
+    out.print(f"silence {silence_id} expired")
 
 
 @db_app.command("upgrade")

@@ -8,7 +8,6 @@ The caller answers 2xx only after :func:`ingest` returns, i.e. after the commit.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from alerts import lifecycle, outbox
+from alerts import lifecycle, outbox, silences
 from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.lifecycle import Action, AlertView, EventView, Policy
@@ -25,7 +24,7 @@ from alerts.links import reauthorize_url
 from alerts.models import AlertState, AuthErrorEvent, DeliveryStatus, EventStatus, Kind, Severity, as_utc
 from alerts.redact import clean, redact_value, sanitize
 from alerts.routing import Target, facts_of, targets_for
-from alerts.storage import Alert, Event, Notification, Silence, session_scope
+from alerts.storage import Alert, Event, Notification, session_scope
 
 log = logging.getLogger("alerts.ingest")
 
@@ -385,13 +384,27 @@ def _unique_targets(rows) -> list[Target]:
 
 
 def is_silenced(session: Session, alert: Alert, *, now: datetime) -> bool:
-    silences = session.exec(select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now)).all()
-    return any(silence_matches(s, alert) for s in silences)
+    return silences.is_silenced(alert, silences.active(session, now=now))
 
 
-def silence_matches(s: Silence, alert: Alert) -> bool:
-    if not fnmatch.fnmatchcase(alert.integration_id, s.integration or "*"):
-        return False
-    if s.provider and s.provider != alert.provider:
-        return False
-    return not (s.code and s.code != alert.code)
+def refresh_silences(engine: Engine, *, settings: Settings, catalog: Catalog, now: datetime) -> int:
+    """Recompute ``silenced`` on open alerts; one message for each firing alert whose silence ended.
+
+    Returns how many alerts changed. New silences take effect at once (their alerts stop sending);
+    an alert that comes out of a silence still firing gets one message: its first if it never had one.
+    """
+    changed = 0
+    with session_scope(engine) as session:
+        current = silences.active(session, now=now)
+        open_alerts = session.exec(select(Alert).where(Alert.state != AlertState.resolved.value)).all()
+        for alert in open_alerts:
+            now_silenced = silences.is_silenced(alert, current)
+            if now_silenced == alert.silenced:
+                continue
+            changed += 1
+            alert.silenced = now_silenced
+            session.add(alert)
+            if not now_silenced and alert.state == AlertState.firing:
+                kind = Kind.reminder if alert.first_notified_at else Kind.firing
+                _notify(session, alert, kind, due=now, now=now, settings=settings, catalog=catalog)
+    return changed

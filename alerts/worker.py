@@ -21,7 +21,7 @@ from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.filesink import FileSink
 from alerts.channels.mime import message_domain
 from alerts.config import Settings
-from alerts.models import DeliveryStatus, Kind, utcnow
+from alerts.models import DeliveryStatus, Kind, as_utc, utcnow
 from alerts.render import Rendered, Renderer, alert_data
 from alerts.storage import Alert, Notification, session_scope
 
@@ -60,6 +60,7 @@ class Worker:
             cap=settings.outbox.backoff_cap,
         )
         self.last_tick: datetime | None = None
+        self.on_sent: Callable[[Notification, float], None] | None = None  # (row, seconds since enqueued)
         self.domain = message_domain(settings.email.from_addr)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -82,6 +83,9 @@ class Worker:
         """Owe due reminders, then deliver every due row; return how many rows were handled."""
         now = self.clock()
         self.last_tick = now
+        await asyncio.to_thread(
+            ingest.refresh_silences, self.engine, settings=self.settings, catalog=self.catalog, now=now
+        )
         await asyncio.to_thread(
             ingest.enqueue_reminders, self.engine, settings=self.settings, catalog=self.catalog, now=now
         )
@@ -118,6 +122,8 @@ class Worker:
             await self._fail(row, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
             return
         await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref)
+        if self.on_sent is not None:
+            self.on_sent(row, (self.clock() - as_utc(row.created_at)).total_seconds())
         if row.alert_id is not None and row.kind == Kind.firing:
             await asyncio.to_thread(self._first_notified, row.alert_id)
         log.info(
@@ -155,6 +161,14 @@ class Worker:
                         Notification.kind == Kind.firing.value,
                     ).order_by(Notification.id)
                 ).first()
+            if alert is not None and alert.silenced:
+                # Silenced alerts send nothing at all; the end of the silence sends one message.
+                db_row = session.get(Notification, row.id)
+                if db_row is not None:
+                    db_row.status = DeliveryStatus.cancelled
+                    db_row.lease_until = None
+                    db_row.last_error = "alert silenced"
+                return None
             payload = row.payload
             if payload is None:
                 if alert is None:

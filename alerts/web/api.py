@@ -113,12 +113,14 @@ async def post_events(request: Request, settings: SettingsDep, engine: EngineDep
     try:
         events = parse_events(data, max_batch=settings.server.max_batch)
     except EventProblem as exc:
+        request.app.state.metrics.count_events("native", rejected=1)
         raise Problem(422, exc.detail, errors=exc.errors) from None
     result = await run_in_threadpool(
         ingest.ingest, [e.to_event("native") for e in events], engine=engine, settings=settings,
         catalog=catalog, now=now, body_sha256=digest,
     )
     request.app.state.worker.wake.set()
+    request.app.state.metrics.count_events("native", accepted=result.accepted, duplicates=result.duplicates)
     return {"accepted": result.accepted, "duplicates": result.duplicates, "alert_ids": result.alert_ids}
 
 

@@ -15,14 +15,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts import storage
 from alerts.catalog import Catalog, load_catalog
 from alerts.config import Settings
+from alerts.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from alerts.metrics import Metrics
 from alerts.models import utcnow
+from alerts.render import Renderer
 from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
 from alerts.worker import Worker
 
@@ -42,6 +45,8 @@ def create_app(
     engine = engine or storage.make_engine(settings.database_url, synchronous=settings.database.synchronous)
     catalog = catalog or load_catalog(settings.catalog.entries, settings.catalog.disable)
     worker = worker or Worker(engine=engine, settings=settings, catalog=catalog, clock=clock)
+    metrics = Metrics(engine, clock=clock)
+    worker.on_sent = metrics.on_sent
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,25 +77,35 @@ def create_app(
     app.state.clock = clock
     app.state.worker = worker
     app.state.worker_task = None
+    app.state.metrics = metrics
+    app.state.renderer = Renderer(user_dir=settings.templates.dir)
+
+    def refused(request: Request, status: int) -> None:
+        if 400 <= status < 500:
+            metrics.refused.labels(_route_path(request), str(status)).inc()
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        refused(request, exc.status)
         return JSONResponse(exc.body(request.url.path), status_code=exc.status, media_type=PROBLEM,
                             headers=exc.headers)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        refused(request, 413)
         p = Problem(413, f"body larger than {settings.server.max_body_bytes} bytes")
         return JSONResponse(p.body(request.url.path), status_code=413, media_type=PROBLEM)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        refused(request, exc.status_code)
         p = Problem(exc.status_code, str(exc.detail))
         return JSONResponse(p.body(request.url.path), status_code=exc.status_code, media_type=PROBLEM,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused(request, 422)
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"]) or "request"
@@ -106,9 +121,16 @@ def create_app(
     app.add_middleware(AccessLog)
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
 
-    from alerts.web import api
+    from alerts.web import api, dashboard, silences
 
     app.include_router(api.router)
+    app.include_router(silences.router)
+    app.include_router(dashboard.router)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics_endpoint() -> PlainTextResponse:
+        """Prometheus metrics, every name prefixed ``alerts_``."""
+        return PlainTextResponse(metrics.render(), media_type=METRICS_CONTENT_TYPE)
     return app
 
 

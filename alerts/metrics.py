@@ -1,0 +1,106 @@
+"""Prometheus metrics, every name prefixed ``alerts_``, on a registry of the app's own.
+
+Counters and the delivery-latency histogram are kept in process; everything that describes
+shared state (alerts by state, outbox depth, notifications by status) is read from the database
+at scrape time, so every replica reports the same truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+
+from alerts.models import as_utc
+from alerts.storage import Alert, LogOffset, Notification, Silence, session_scope
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "alerts_events_received", "Events received, by source and outcome (accepted, duplicate, rejected).",
+            ["source", "outcome"], registry=self.registry,
+        )
+        self.refused = Counter(
+            "alerts_requests_refused", "Requests refused with a 4xx, by route and status.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.sent = Counter(
+            "alerts_notifications_delivered", "Notifications delivered by this process, by channel and kind.",
+            ["channel", "kind"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "alerts_delivery_latency_seconds", "From the event that caused a notification to its delivery.",
+            ["channel"], registry=self.registry,
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+        )
+        self.registry.register(DatabaseCollector(engine, clock))
+
+    def count_events(self, source: str, *, accepted: int = 0, duplicates: int = 0, rejected: int = 0) -> None:
+        if accepted:
+            self.events.labels(source, "accepted").inc(accepted)
+        if duplicates:
+            self.events.labels(source, "duplicate").inc(duplicates)
+        if rejected:
+            self.events.labels(source, "rejected").inc(rejected)
+
+    def on_sent(self, row: Notification, seconds: float) -> None:
+        self.sent.labels(row.channel, row.kind).inc()
+        self.latency.labels(row.channel).observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class DatabaseCollector(Collector):
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.clock()
+        alerts = GaugeMetricFamily("alerts_alerts", "Alerts by state (silenced ones counted separately too).",
+                                   labels=["state"])
+        notes = GaugeMetricFamily("alerts_notifications", "Outbox rows by channel and status.",
+                                  labels=["channel", "status"])
+        depth = GaugeMetricFamily("alerts_outbox_depth", "Notifications waiting to be delivered (pending or failed).")
+        oldest = GaugeMetricFamily("alerts_outbox_oldest_pending_seconds",
+                                   "Age of the oldest notification that is due and not yet delivered.")
+        silences = GaugeMetricFamily("alerts_silences_active", "Silences in effect now.")
+        lag = GaugeMetricFamily("alerts_log_source_lag_seconds", "Time since each followed log file was last read.",
+                                labels=["path"])
+        with session_scope(self.engine) as s:
+            by_state = dict(s.execute(sa.select(Alert.state, sa.func.count()).group_by(Alert.state)).all())
+            for state in ("firing", "acknowledged", "resolved"):
+                alerts.add_metric([state], by_state.get(state, 0))
+            silenced = s.execute(sa.select(sa.func.count()).where(
+                Alert.silenced == sa.true(), Alert.state != "resolved")).scalar_one()
+            alerts.add_metric(["silenced"], silenced)
+            for channel, status, n in s.execute(
+                sa.select(Notification.channel, Notification.status, sa.func.count())
+                .group_by(Notification.channel, Notification.status)
+            ).all():
+                notes.add_metric([channel, status], n)
+            waiting = s.execute(sa.select(sa.func.count(), sa.func.min(Notification.next_attempt_at)).where(
+                Notification.status.in_(["pending", "failed"]))).one()
+            depth.add_metric([], waiting[0])
+            due_oldest = s.execute(sa.select(sa.func.min(Notification.created_at)).where(
+                Notification.status.in_(["pending", "failed"]), Notification.next_attempt_at <= now)).scalar_one()
+            oldest.add_metric([], max(0.0, (now - as_utc(due_oldest)).total_seconds()) if due_oldest else 0.0)
+            silences.add_metric([], s.execute(sa.select(sa.func.count()).where(
+                Silence.starts_at <= now, Silence.ends_at > now)).scalar_one())
+            for path, updated in s.execute(sa.select(LogOffset.path, LogOffset.updated_at)).all():
+                if updated is not None:
+                    lag.add_metric([path], max(0.0, (now - as_utc(updated)).total_seconds()))
+        yield from (alerts, notes, depth, oldest, silences, lag)
