@@ -157,6 +157,7 @@ class DigestRun(SQLModel, table=True):
     period_start: datetime | None = _ts(nullable=False)
     period_end: datetime | None = _ts()
     manual: bool = False
+    status: str = Field(default="sent", max_length=16)  # baseline | sent | empty | manual
     created_at: datetime | None = _ts()
 
 
