@@ -1,0 +1,133 @@
+"""The same service on PostgreSQL: migrations, ingest, dedup, and several replicas sharing one database."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from alerts import outbox, storage
+from alerts.routing import Target
+from alerts.storage import Alert, Notification, session_scope
+from tests.peers.postgres import fresh_schema
+from tests.peers.server import ServerProcess
+from tests.peers.smtp import SmtpPeer
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url():
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def smtp():
+    peer = SmtpPeer().start()
+    yield peer
+    peer.stop()
+
+
+def test_api_on_postgres(pg_url, make_settings, make_client) -> None:
+    client = make_client(make_settings(database={"url": pg_url}))
+    sf = {"integration_id": "sf-prod", "provider": "salesforce", "error": "invalid_grant"}
+    for i in range(5):
+        assert client.post("/v1/events", json={**sf, "event_id": f"e{i}"}).status_code == 202
+    assert client.post("/v1/events", json={**sf, "event_id": "e0"}).json()["duplicates"] == 1
+    [alert] = client.get("/v1/alerts").json()["alerts"]
+    assert (alert["count"], alert["state"]) == (5, "firing")
+    client.post("/v1/events", json={"integration_id": "sf-prod", "status": "succeeded"})
+    assert client.get(f"/v1/alerts/{alert['id']}").json()["state"] == "resolved"
+    assert client.get("/readyz").status_code == 200
+
+
+def test_two_replicas_ingesting_concurrently_open_one_alert_each(pg_url, smtp, tmp_path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""
+[database]
+url = "{pg_url}"
+[alerting]
+group_wait = "0s"
+[email]
+host = "127.0.0.1"
+port = {smtp.port}
+starttls = false
+[[receivers]]
+name = "team"
+email = {{ to = ["team@example.com"] }}
+""")
+    a = ServerProcess(cwd=tmp_path, config=cfg).start()
+    b = ServerProcess(cwd=tmp_path, config=cfg).start()
+    try:
+        errors: list[str] = []
+
+        def feed(server: ServerProcess, parity: int) -> None:
+            with server.client() as http:
+                for i in range(1000):
+                    if i % 2 != parity:
+                        continue
+                    r = http.post("/v1/events", json={"integration_id": f"int-{i % 100:03d}", "provider": "google",
+                                                      "error": "invalid_grant: Token has been expired or revoked."})
+                    if r.status_code != 202:
+                        errors.append(r.text)
+
+        threads = [threading.Thread(target=feed, args=(s, p)) for s, p in ((a, 0), (b, 1), (a, 1), (b, 0))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        eng = storage.make_engine(pg_url)
+        with session_scope(eng) as s:
+            alerts = s.exec(select(Alert)).all()
+            assert len(alerts) == 100
+            assert sorted(x.count for x in alerts) == [20] * 100
+        a.wait_for(lambda: len(smtp.messages) >= 100, timeout=60)
+        per_integration = Counter()
+        for m in smtp.messages:
+            subject = m.message["Subject"]
+            per_integration[subject.split("]")[1].split()[0]] += 1
+        assert len(per_integration) == 100 and set(per_integration.values()) == {1}
+        eng.dispose()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_two_claimers_deliver_each_row_exactly_once(pg_url) -> None:
+    eng = storage.make_engine(pg_url)
+    storage.upgrade(eng)
+    from alerts.models import utcnow
+
+    now = utcnow()
+    with session_scope(eng) as s:
+        for i in range(1000):
+            outbox.enqueue(s, alert_id=None, kind="digest", seq=i, targets=[Target("r", "file", {})], due=now,
+                           now=now, payload={})
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        while True:
+            rows = outbox.claim(eng, now=utcnow(), lease=timedelta(seconds=120), limit=25)
+            if not rows:
+                return
+            for r in rows:
+                outbox.mark_sent(eng, r.id, now=utcnow(), external_ref="x")
+            with lock:
+                claimed.extend(r.id for r in rows)
+
+    threads = [threading.Thread(target=claimer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 1000 and len(set(claimed)) == 1000
+    with session_scope(eng) as s:
+        assert len(s.exec(select(Notification).where(Notification.status == "sent")).all()) == 1000
+    eng.dispose()
+
