@@ -7,10 +7,12 @@ whose message names the key, so the CLI can print one line and exit non-zero.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.headerregistry import Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -231,6 +233,155 @@ class LinkSettings(Section):
         return v
 
 
+# -- webhooks (R1.x) --------------------------------------------------------------------------
+
+MIN_SECRET_BYTES = 24
+
+
+class WebhookSecret(Section):
+    """One accepted secret; ``not_after`` retires it (rotation: keep the old one until then)."""
+
+    value: SecretStr
+    not_after: datetime | None = None
+
+    @field_validator("not_after")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("not_after needs a timezone, e.g. 2026-12-31T00:00:00Z")
+        return v
+
+
+def _secret_item(value: Any) -> Any:
+    """A secret is written as a plain string or as ``{ value = "...", not_after = 2026-12-31T00:00:00Z }``."""
+    if isinstance(value, str | SecretStr):
+        return {"value": value}
+    return value
+
+
+class WebhookSource(Section):
+    """``[webhooks.<kind>]``: what authenticates requests from one kind of sender."""
+
+    secrets: list[Annotated[WebhookSecret, BeforeValidator(_secret_item)]] = []
+    allow_unsigned: bool = False
+    tolerance: Duration = timedelta(seconds=300)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v: timedelta) -> timedelta:
+        if not 60 <= v.total_seconds() <= 900:
+            raise ValueError("tolerance must be between 60s and 15m")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _long_enough(cls, v: list[WebhookSecret]) -> list[WebhookSecret]:
+        for i, s in enumerate(v):
+            if len(s.value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"secret [{i}] is shorter than {MIN_SECRET_BYTES} bytes")
+        return v
+
+
+class PathTokenSource(WebhookSource):
+    """Airbyte and Stitch sign nothing: the secret is a token in the URL path, so it must be URL-safe."""
+
+    @field_validator("secrets")
+    @classmethod
+    def _url_safe(cls, v: list[WebhookSecret]) -> list[WebhookSecret]:
+        for i, s in enumerate(v):
+            token = s.value.get_secret_value()
+            if len(token) > 256 or any(c not in _TOKEN_CHARS for c in token):
+                raise ValueError(f"secret [{i}] must be at most 256 of A-Z a-z 0-9 . _ ~ - (it goes in a URL path)")
+        return v
+
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
+
+
+class NativeWebhookSource(WebhookSource):
+    """Standard Webhooks secrets: ``whsec_`` + base64 of at least 24 random bytes."""
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec(cls, v: list[WebhookSecret]) -> list[WebhookSecret]:
+        for i, s in enumerate(v):
+            raw = s.value.get_secret_value()
+            try:
+                key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except (ValueError, binascii.Error):
+                key = b""
+            if not raw.startswith("whsec_") or len(key) < MIN_SECRET_BYTES:
+                raise ValueError(f"secret [{i}] must be whsec_ followed by base64 of at least {MIN_SECRET_BYTES} bytes")
+        return v
+
+
+ALERTMANAGER_LABELS = {
+    "integration_id": "integration_id",
+    "integration_name": "integration_name",
+    "provider": "provider",
+    "auth_method": "auth_method",
+    "account_id": "account_id",
+    "error_code": "code",
+}
+
+
+class AlertmanagerSource(WebhookSource):
+    """Alertmanager/Grafana: which alert labels and annotations carry our fields."""
+
+    labels: dict[str, str] = dict(ALERTMANAGER_LABELS)
+    error_annotations: list[str] = ["error", "description", "summary", "message"]
+    link_annotation: str = "reauthorize_url"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = set(v) - set(ALERTMANAGER_LABELS)
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)} (use {sorted(ALERTMANAGER_LABELS)})")
+        return {**ALERTMANAGER_LABELS, **v}
+
+
+class WebhooksSettings(Section):
+    native: NativeWebhookSource = NativeWebhookSource()
+    fivetran: WebhookSource = WebhookSource()
+    airbyte: PathTokenSource = PathTokenSource()
+    stitch: PathTokenSource = PathTokenSource()
+    alertmanager: AlertmanagerSource = AlertmanagerSource()
+    pagerduty: WebhookSource = WebhookSource()
+    max_unauthorized_per_minute: int = Field(60, ge=1, le=1_000_000)
+
+
+class FivetranSettings(Section):
+    """Fivetran's REST API, for fresh Connect Card (reauthorize) links minted at send time."""
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    base_url: HttpUrl = "https://api.fivetran.com"
+    allow_loopback_base_url: bool = False
+    timeout: Duration = timedelta(seconds=10)
+    dashboard_url: str = "https://fivetran.com/dashboard/connectors/{integration_id}/status"
+    redirect_uri: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FivetranSettings:
+        host = urlsplit(self.base_url).hostname or ""
+        if is_loopback_host(host):
+            if not self.allow_loopback_base_url:
+                raise ValueError("a loopback base_url needs allow_loopback_base_url = true (tests only)")
+        elif not self.base_url.startswith("https://"):
+            raise ValueError("base_url must be https")
+        if (self.api_key is None) != (self.api_secret is None):
+            raise ValueError("set both api_key and api_secret, or neither")
+        probe = self.dashboard_url.replace("{integration_id}", "x")
+        if "{" in probe or "}" in probe or not probe.startswith("https://"):
+            raise ValueError("dashboard_url must be an https URL with only the {integration_id} placeholder")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None and self.api_secret is not None
+
+
 class OutboxSettings(Section):
     dir: str = "var/outbox"
     poll_interval: Duration = timedelta(seconds=1)
@@ -278,6 +429,8 @@ class Settings(BaseSettings):
     routes: list[Route] = []
     integrations: list[Integration] = []
     links: LinkSettings = LinkSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
+    fivetran: FivetranSettings = FivetranSettings()
     outbox: OutboxSettings = OutboxSettings()
     templates: TemplateSettings = TemplateSettings()
     log: LogSettings = LogSettings()

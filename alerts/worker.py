@@ -21,6 +21,7 @@ from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.filesink import FileSink
 from alerts.channels.mime import message_domain
 from alerts.config import Settings
+from alerts.fivetran_links import FreshLinks
 from alerts.models import DeliveryStatus, Kind, as_utc, utcnow
 from alerts.render import Rendered, Renderer, alert_data
 from alerts.storage import Alert, Notification, session_scope
@@ -62,6 +63,7 @@ class Worker:
         self.last_tick: datetime | None = None
         self.on_sent: Callable[[Notification, float], None] | None = None  # (row, seconds since enqueued)
         self.domain = message_domain(settings.email.from_addr)
+        self.fresh_links = FreshLinks(engine=engine, settings=settings, clock=clock)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class Worker:
                 if db_row is not None:
                     db_row.payload = payload
         rendered = Rendered(**{k: payload[k] for k in ("kind", "slack", "subject", "text", "html")})
+        rendered = self.fresh_links.apply(row.alert_id, rendered)  # Fivetran Connect Card link, never stored
         root = self.thread_root_id(row.alert_id, row.receiver) if row.alert_id is not None else None
         message_id = root if row.kind == Kind.firing and root else self.message_id(row)
         return Outgoing(

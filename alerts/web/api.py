@@ -21,6 +21,7 @@ from alerts.models import AlertState
 from alerts.sources.envelope import BadPayload, decode_json
 from alerts.sources.native import EventProblem, NativeEvent, parse_events
 from alerts.storage import Alert, Notification, session_scope
+from alerts.web import webhooks
 from alerts.web.problems import Problem
 
 router = APIRouter()
@@ -95,7 +96,18 @@ EVENTS_BODY = {
                 },
             }
         },
-    }
+    },
+    "parameters": [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": text,
+         "example": example}
+        for name, text, example in (
+            ("webhook-id", "Standard Webhooks message id [A-Za-z0-9_-]{1,128}; required when [webhooks.native] "
+             "secrets are set", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"),
+            ("webhook-timestamp", "Unix seconds; must be within the tolerance (default 5 minutes)", "1795770000"),
+            ("webhook-signature", "v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'> (several, space separated)",
+             "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="),
+        )
+    ],
 }
 
 
@@ -108,7 +120,13 @@ EVENTS_BODY = {
 )
 async def post_events(request: Request, settings: SettingsDep, engine: EngineDep, catalog: CatalogDep,
                       now: NowDep) -> dict[str, Any]:
-    """Accept one native event or an array of them. Answers only after they are stored."""
+    """Accept one native event or an array of them. Answers only after they are stored.
+
+    With ``[webhooks.native] secrets`` set, the request must carry a valid Standard Webhooks
+    signature (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``); the ``webhook-id`` is
+    then the idempotency key of events that carry no ``event_id``.
+    """
+    webhook_id = await webhooks.verify_native(request)
     data, digest = await read_json(request)
     try:
         events = parse_events(data, max_batch=settings.server.max_batch)
@@ -116,7 +134,9 @@ async def post_events(request: Request, settings: SettingsDep, engine: EngineDep
         request.app.state.metrics.count_events("native", rejected=1)
         raise Problem(422, exc.detail, errors=exc.errors) from None
     result = await run_in_threadpool(
-        ingest.ingest, [e.to_event("native") for e in events], engine=engine, settings=settings,
+        ingest.ingest,
+        webhooks.with_delivery_id([e.to_event("native") for e in events], webhook_id, many=isinstance(data, list)),
+        engine=engine, settings=settings,
         catalog=catalog, now=now, body_sha256=digest,
     )
     request.app.state.worker.wake.set()

@@ -124,6 +124,9 @@ def create_app(
     from alerts.web import api, dashboard, silences
 
     app.include_router(api.router)
+    from alerts.web.webhooks import install as install_webhooks
+
+    install_webhooks(app)  # /v1/webhooks/…, signed /v1/events, refusal counts, 401 rate limit
     app.include_router(silences.router)
     app.include_router(dashboard.router)
 
