@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alerts.catalog import Catalog, CatalogError, load_catalog
@@ -190,7 +191,12 @@ def list_cmd(
     settings = settings_from(config)
     catalog = catalog_from(settings)
     engine = engine_from(settings)
+    from alerts.outbox import delivery_summary
+
     rows = [alert_public(a, catalog) for a in list_alerts(engine, state=state, limit=limit, before_id=None)]
+    delivery = delivery_summary(engine, [r["id"] for r in rows])
+    for r in rows:
+        r.update(delivery.get(r["id"], {}))  # notification counts by status, and dead letters
     if as_json:
         for row in rows:
             out.print(json.dumps(row), markup=False)
@@ -199,12 +205,13 @@ def list_cmd(
         out.print("No alerts.")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("id", "state", "integration", "provider", "code", "count", "last seen"):
+    for col in ("id", "state", "integration", "provider", "code", "count", "last seen", "undelivered"):
         table.add_column(col)
     for r in rows:
+        stuck = {k: v for k, v in r.get("notifications", {}).items() if k in ("dead", "failed")}
         table.add_row(str(r["id"]), r["state"] + (" (silenced)" if r["silenced"] else ""),
                       r["integration_name"] or r["integration_id"], r["provider"] or "", r["code"], str(r["count"]),
-                      (r["last_seen"] or "")[:16].replace("T", " "))
+                      (r["last_seen"] or "")[:16].replace("T", " "), ", ".join(f"{v} {k}" for k, v in stuck.items()))
     out.print(table)
 
 
@@ -342,6 +349,32 @@ def silence_expire(silence_id: Annotated[int, typer.Argument(help="Silence id.")
     except Problem as exc:
         fail(exc.detail, 1)
     out.print(f"silence {silence_id} expired")
+
+
+@app.command("test-notify")
+def test_notify(
+    receiver: Annotated[str, typer.Argument(help="Receiver name from [[receivers]] (\"file\" when none).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Send a sample alert through RECEIVER's real channels (Slack, email) and report each outcome."""
+    import asyncio
+
+    from alerts.testnotify import UnknownReceiver, send_test
+
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    try:
+        outcomes = asyncio.run(send_test(settings, catalog, receiver, now=_now()))
+    except UnknownReceiver as exc:
+        fail(str(exc))
+        return
+    for o in outcomes:
+        mark = "[green]sent[/green]" if o.ok else "[red]failed[/red]"
+        out.print(f"{mark} {o.channel} {escape(o.address)}: {escape(o.detail)}", markup=True)
+    if not outcomes:
+        fail(f"receiver {receiver!r} has no channel to send to", 1)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

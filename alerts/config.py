@@ -169,6 +169,7 @@ class EmailSettings(Section):
     use_tls: bool = False
     timeout: Duration = timedelta(seconds=30)
     admin: EmailAddr | None = None
+    ca_file: str | None = None  # extra CA bundle (PEM) to verify the SMTP server's certificate
 
     @model_validator(mode="after")
     def _check(self) -> EmailSettings:
@@ -198,7 +199,7 @@ class Receiver(Section):
 
 
 class Route(Section):
-    match: dict[str, str] = {}
+    match: dict[str, str | list[str]] = {}  # globs; a list means "any of these"
     receivers: list[str]
     continue_: bool = Field(False, alias="continue")
 

@@ -6,6 +6,7 @@ anything else is dropped (and logged by the caller) and the template is used ins
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import quote, urlsplit
 
 from alerts.config import LinkSettings, is_loopback_host
@@ -33,13 +34,21 @@ def is_safe_url(url: str | None, hosts: set[str]) -> bool:
     except ValueError:
         return False
     host = (parts.hostname or "").lower()
-    if parts.username or parts.password or not host:
+    if "@" in parts.netloc or not host:  # no userinfo, not even an empty one
         return False
     if parts.scheme == "http":
         return is_loopback_host(host)
-    if parts.scheme != "https" or port not in (None, 443):
+    if parts.scheme != "https" or port not in (None, 443) or _is_ip_literal(host):
         return False
     return host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _fill(template: str, integration_id: str, account_id: str, provider: str) -> str:

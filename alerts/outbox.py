@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from alerts import crashpoints
 from alerts.models import DeliveryStatus, as_utc
 from alerts.redact import redact
 from alerts.routing import Target
@@ -47,31 +48,46 @@ def enqueue(
     due: datetime,
     now: datetime,
     payload: dict | None = None,
-) -> list[Notification]:
-    """Add one outbox row per target in the caller's transaction; a key that exists is skipped."""
-    rows = []
-    for t in targets:
-        key = idempotency_key(alert_id, t.receiver, t.channel, kind, seq)
-        exists = session.exec(select(Notification.id).where(Notification.idempotency_key == key)).first()
-        if exists is not None:
-            continue
-        row = Notification(
-            alert_id=alert_id,
-            receiver=t.receiver,
-            channel=t.channel,
-            kind=kind,
-            seq=int(seq) if str(seq).isdigit() else 0,
-            idempotency_key=key,
-            status=DeliveryStatus.pending,
-            next_attempt_at=due,
-            created_at=now,
-            target=dict(t.address),
-            payload=payload,
-        )
-        session.add(row)
-        rows.append(row)
-    return rows
+) -> list[int]:
+    """Add one outbox row per target in the caller's transaction; a key that exists is skipped.
 
+    Returns the ids of the rows added.
+    """
+    return insert_rows(session, [
+        notification_row(alert_id=alert_id, kind=kind, seq=seq, target=t, due=due, now=now, payload=payload)
+        for t in targets
+    ])
+
+
+def notification_row(*, alert_id: int | None, kind: str, seq: int | str, target: Target, due: datetime,
+                     now: datetime, payload: dict | None = None) -> dict:
+    return {
+        "alert_id": alert_id,
+        "receiver": target.receiver,
+        "channel": target.channel,
+        "kind": str(kind),
+        "seq": int(seq) if str(seq).isdigit() else 0,
+        "idempotency_key": idempotency_key(alert_id, target.receiver, target.channel, str(kind), seq),
+        "status": DeliveryStatus.pending.value,
+        "attempts": 0,
+        "next_attempt_at": due,
+        "created_at": now,
+        "target": dict(target.address),
+        "payload": payload,
+    }
+
+
+def insert_rows(session: Session, rows: list[dict]) -> list[int]:
+    """One multi-row ``INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id``."""
+    if not rows:
+        return []
+    table = Notification.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.id)
+    return [r[0] for r in session.execute(stmt, rows)]
 
 def claim(engine: Engine, *, now: datetime, lease: timedelta, limit: int) -> list[Notification]:
     """Lease up to ``limit`` due rows to this worker and return them (one statement, R2.2)."""
@@ -100,6 +116,7 @@ def claim(engine: Engine, *, now: datetime, lease: timedelta, limit: int) -> lis
             return []
         rows = list(session.exec(select(Notification).where(Notification.id.in_(ids))).all())
     rows.sort(key=lambda r: (as_utc(r.next_attempt_at), r.id))
+    crashpoints.hit("after_claim_commit")
     return rows
 
 
@@ -180,3 +197,121 @@ def requeue(engine: Engine, row_id: int, *, now: datetime) -> bool:
         row.created_at = now
         row.lease_until = None
         return True
+
+
+def mark_partial(
+    engine: Engine,
+    row_id: int,
+    *,
+    now: datetime,
+    message_id: str,
+    delivered: Sequence[str],
+    retry: dict[str, str],
+    dead: dict[str, str],
+    policy: RetryPolicy,
+) -> list[int]:
+    """An email some recipients took and others refused: one row per outcome (R2.4, per recipient).
+
+    The row itself keeps the recipients who have the message (``sent``) or, if nobody does, those
+    to retry. Each other group gets a new row (same alert, kind, payload, attempts and age, and the
+    same ``Message-ID``, kept in its target): refused-for-good recipients a ``dead`` row, temporarily
+    refused ones a ``failed`` row that is retried with backoff. Returns the ids of the ``dead`` rows.
+    """
+    dead_ids: list[int] = []
+    with session_scope(engine) as session:
+        row = session.get(Notification, row_id)
+        if row is None:
+            return []
+        groups: list[tuple[str, list[str], str | None]] = []
+        if delivered:
+            groups.append((DeliveryStatus.sent, list(delivered), None))
+        if retry:
+            groups.append((DeliveryStatus.failed, list(retry), "; ".join(f"{a}: {e}" for a, e in retry.items())))
+        if dead:
+            groups.append((DeliveryStatus.dead, list(dead), "; ".join(f"{a}: {e}" for a, e in dead.items())))
+        too_old = now - as_utc(row.created_at) >= policy.max_age
+        for index, (status, addrs, error) in enumerate(groups):
+            if status == DeliveryStatus.failed and (row.attempts >= policy.max_attempts or too_old):
+                status = DeliveryStatus.dead
+            target = {**dict(row.target or {}), "to": addrs, "message_id": message_id}
+            if index == 0:
+                item = row
+            else:
+                item = Notification(
+                    alert_id=row.alert_id, receiver=row.receiver, channel=row.channel, kind=row.kind, seq=row.seq,
+                    idempotency_key=hashlib.sha256(f"{row.idempotency_key}|{status}|{','.join(addrs)}".encode())
+                    .hexdigest(),
+                    attempts=row.attempts, created_at=row.created_at, payload=row.payload,
+                )
+            item.target = target
+            item.status = status
+            item.lease_until = None
+            item.last_error = redact(error)[:2000] if error else None
+            if status == DeliveryStatus.sent:
+                item.sent_at = now
+                item.external_ref = message_id
+            item.next_attempt_at = (now + backoff(row.attempts, base=policy.base, cap=policy.cap)
+                                    if status == DeliveryStatus.failed else (item.next_attempt_at or now))
+            session.add(item)
+            session.flush()
+            if status == DeliveryStatus.dead:
+                dead_ids.append(item.id)  # type: ignore[arg-type]
+    return dead_ids
+
+
+FALLBACK_RECEIVER = "admin (fallback)"
+
+
+def enqueue_fallback(
+    engine: Engine,
+    row_id: int,
+    *,
+    admin: str,
+    now: datetime,
+    note: Callable[[dict, str], dict] | None = None,
+) -> int | None:
+    """A dead row's message, by email to the admin address (R2.5); ``None`` if not applicable.
+
+    Not for rows that were themselves a fallback, or an email the admin was among the recipients of.
+    The copy keeps the rendered payload (``note`` may add why it is there) and is sent like any row.
+    """
+    with session_scope(engine) as session:
+        row = session.get(Notification, row_id)
+        if row is None or row.status != DeliveryStatus.dead or row.receiver == FALLBACK_RECEIVER:
+            return None
+        if row.channel == "email" and admin.lower() in {str(a).lower() for a in (row.target or {}).get("to", [])}:
+            return None
+        where = f"{row.channel} {row.receiver}" + (
+            f" ({row.target.get('channel')})" if row.channel == "slack" and row.target else "")
+        payload = row.payload
+        if payload is not None and note is not None:
+            payload = note(payload, f"Could not deliver this to {where}: {row.last_error or 'unknown error'}")
+        key = idempotency_key(row.alert_id, FALLBACK_RECEIVER, "email", row.kind, f"{row.seq}:{row.id}")
+        if session.exec(select(Notification.id).where(Notification.idempotency_key == key)).first() is not None:
+            return None
+        copy = Notification(
+            alert_id=row.alert_id, receiver=FALLBACK_RECEIVER, channel="email", kind=row.kind, seq=row.seq,
+            idempotency_key=key, status=DeliveryStatus.pending, next_attempt_at=now, created_at=now,
+            target={"to": [admin], "fallback_for": row.id}, payload=payload,
+        )
+        session.add(copy)
+        session.flush()
+        return copy.id
+
+
+def delivery_summary(engine: Engine, alert_ids: Sequence[int]) -> dict[int, dict]:
+    """Per alert: notification counts by status and its dead letters (for ``alerts list --json``)."""
+    out: dict[int, dict] = {a: {"notifications": {}, "dead_letters": []} for a in alert_ids}
+    if not alert_ids:
+        return out
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Notification).where(Notification.alert_id.in_(list(alert_ids))).order_by(Notification.id)
+        ).all()
+        for n in rows:
+            item = out[n.alert_id]  # type: ignore[index]
+            item["notifications"][n.status] = item["notifications"].get(n.status, 0) + 1
+            if n.status == DeliveryStatus.dead:
+                item["dead_letters"].append({"id": n.id, "receiver": n.receiver, "channel": n.channel,
+                                             "kind": n.kind, "attempts": n.attempts, "last_error": n.last_error})
+    return out

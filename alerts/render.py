@@ -69,6 +69,47 @@ def slack_url(url: str | None) -> SlackSafe:
     return SlackSafe(quote(url, safe=":/?#[]@!$&'()*+,;=%-._~"))
 
 
+def _cut_escaped(text: str, limit: int) -> str:
+    """Cut already-escaped Slack text to ``limit`` characters without leaving half an entity or link."""
+    if len(text) <= limit:
+        return text
+    text = text[: max(0, limit - 1)]
+    amp = text.rfind("&")
+    if amp != -1 and ";" not in text[amp:]:
+        text = text[:amp]  # never leave half an entity
+    lt = text.rfind("<")
+    if lt != -1 and ">" not in text[lt:]:
+        text = text[:lt]  # never leave half a link
+    return text + "…"
+
+
+def slack_code(value: Any, limit: int = SLACK_SECTION_MAX - 400) -> SlackSafe:
+    """Untrusted text as a Slack code block: escaped, clipped (after escaping) and unable to close the block."""
+    text = slack_escape("" if value is None else str(value)).replace("```", "`\u200b``")
+    return SlackSafe("```" + _cut_escaped(text, limit) + "```") if text else SlackSafe("")
+
+
+# Words that keep their capital at the start of a subject fragment (proper nouns we know of).
+_KEEP_CAPITAL = {"I", "Google", "Microsoft", "Salesforce", "HubSpot", "Meta", "Facebook", "GitHub", "Slack",
+                 "Shopify", "Stripe", "Zendesk", "Intercom", "Xero", "QuickBooks", "Snowflake", "PostgreSQL",
+                 "MySQL", "Stitch", "Fivetran", "Airbyte", "Airflow", "Entra", "Azure"}
+
+
+def fragment(value: Any) -> str:
+    """A sentence as a clause: ``"The OAuth grant expired."`` -> ``"the OAuth grant expired"``.
+
+    The first letter is lower-cased only when the first word is an ordinary capitalised word
+    (``OAuth``, ``API``, ``Salesforce`` stay as they are); one trailing period is dropped.
+    """
+    text = ("" if value is None else str(value)).strip()
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
+    word = re.split(r"[\s,;:(]", text, maxsplit=1)[0] if text else ""
+    if word and word[0].isupper() and not any(c.isupper() for c in word[1:]) and word not in _KEEP_CAPITAL:
+        text = text[0].lower() + text[1:]
+    return text
+
+
 def clip(value: Any, limit: int) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
@@ -78,6 +119,10 @@ def one_line(value: Any, limit: int = SUBJECT_MAX) -> str:
     text = sanitize("" if value is None else str(value), limit=10 * limit) or ""
     text = re.sub(r"\s+", " ", text).strip()
     return clip(text, limit)
+
+
+def _clean(value: Any, limit: int) -> str:
+    return sanitize("" if value is None else str(value), limit=limit) or ""
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -99,6 +144,7 @@ def _common(env: jinja2.Environment) -> jinja2.Environment:
     env.filters["one_line"] = one_line
     env.filters["time"] = _fmt_time
     env.filters["humanize"] = humanize
+    env.filters["fragment"] = fragment
     return env
 
 
@@ -130,6 +176,7 @@ class Renderer:
         )
         self.slack_env.globals["link"] = slack_link
         self.slack_env.globals["url"] = slack_url
+        self.slack_env.filters["code"] = slack_code
         self.html_env = _common(
             jinja2.Environment(loader=_loader(user_dir), autoescape=True, undefined=jinja2.StrictUndefined)
         )
@@ -167,30 +214,48 @@ class Renderer:
             html=self.html("email/alert.html.j2", data),
         )
 
+    def digest(self, data: dict[str, Any]) -> Rendered:
+        """An email digest (HTML + text); digests have no Slack form."""
+        return Rendered(
+            kind="digest",
+            slack={},
+            subject=self.subject("email/digest.subject.j2", data),
+            text=self.text("email/digest.txt.j2", data),
+            html=self.html("email/digest.html.j2", data),
+        )
+
+
+# Block Kit limits we render within (https://api.slack.com/reference/block-kit/blocks).
+HEADER_MAX = 150
+FIELD_MAX = 2000
+BUTTON_TEXT_MAX = 75
+MAX_BLOCKS = 50
+
 
 def enforce_slack_limits(payload: dict[str, Any]) -> dict[str, Any]:
-    """Cut section texts to 3,000 and the fallback text to 40,000 characters, at a safe boundary."""
-    def cut(text: str, limit: int) -> str:
-        if len(text) <= limit:
-            return text
-        text = text[: limit - 1]
-        amp = text.rfind("&")
-        if amp != -1 and ";" not in text[amp:]:
-            text = text[:amp]  # never leave half an entity
-        lt = text.rfind("<")
-        if lt != -1 and ">" not in text[lt:]:
-            text = text[:lt]  # never leave half a link
-        return text + "…"
+    """Keep a rendered payload inside Slack's limits, cutting escaped text at a safe boundary.
 
-    for block in payload.get("blocks", []):
-        t = block.get("text")
-        if isinstance(t, dict) and isinstance(t.get("text"), str):
-            t["text"] = cut(t["text"], SLACK_SECTION_MAX)
-        for f in block.get("fields", []) or []:
-            if isinstance(f.get("text"), str):
-                f["text"] = cut(f["text"], 2000)
+    Values are clipped before escaping (templates use ``clip``); escaping can still grow them
+    (``<`` is four characters as ``&lt;``), so every text is checked again here.
+    """
+    blocks = payload.get("blocks")
+    if isinstance(blocks, list):
+        del blocks[MAX_BLOCKS:]
+        for block in blocks:
+            t = block.get("text")
+            if isinstance(t, dict) and isinstance(t.get("text"), str):
+                limit = HEADER_MAX if block.get("type") == "header" else SLACK_SECTION_MAX
+                t["text"] = _cut_escaped(t["text"], limit)
+            for f in block.get("fields", []) or []:
+                if isinstance(f.get("text"), str):
+                    f["text"] = _cut_escaped(f["text"], FIELD_MAX)
+            for el in block.get("elements", []) or []:
+                if isinstance(el.get("text"), str):
+                    el["text"] = _cut_escaped(el["text"], SLACK_SECTION_MAX)
+                elif isinstance(el.get("text"), dict) and isinstance(el["text"].get("text"), str):
+                    el["text"]["text"] = _cut_escaped(el["text"]["text"], BUTTON_TEXT_MAX)
     if isinstance(payload.get("text"), str):
-        payload["text"] = cut(payload["text"], SLACK_TEXT_MAX)
+        payload["text"] = _cut_escaped(payload["text"], SLACK_TEXT_MAX)
     return payload
 
 
@@ -210,22 +275,28 @@ def alert_data(
     dashboard_url: str,
     now: datetime,
     reason: str = "",
+    state_label: str | None = None,
 ) -> dict[str, Any]:
     """The one template data model for alert messages (every channel renders from this)."""
     first_seen = as_utc(alert.first_seen)
     resolved_at = as_utc(alert.resolved_at) if alert.resolved_at else None
-    name = alert.integration_name or alert.integration_id
+    # Ingest sanitised these already; once more here so no caller can put a CR/LF or control into a message.
+    integration_id = _clean(alert.integration_id, 200)
+    integration_name = _clean(alert.integration_name, 200) or None
+    name = integration_name or integration_id
+    label = provider_label(alert.provider)
     return {
         "kind": str(kind),
-        "state_label": _STATE_LABEL.get(Kind(kind), str(kind).upper()),
+        "state_label": state_label or _STATE_LABEL.get(Kind(kind), str(kind).upper()),
         "reason": reason,
         "alert": {
             "id": alert.id,
-            "integration_id": alert.integration_id,
-            "integration_name": alert.integration_name,
+            "integration_id": integration_id,
+            "integration_name": integration_name,
             "display_name": name,
             "provider": alert.provider or "",
-            "provider_label": provider_label(alert.provider),
+            "provider_label": label,
+            "provider_in_name": bool(label) and label.lower() in name.lower(),
             "auth_method": alert.auth_method or "",
             "account_id": alert.account_id or "",
             "code": alert.code,
@@ -236,11 +307,11 @@ def alert_data(
             "last_seen": as_utc(alert.last_seen),
             "resolved_at": resolved_at,
             "open_for": humanize((resolved_at or as_utc(now)) - first_seen),
-            "last_error": clip(alert.last_error or "", ERROR_MAX),
-            "labels": dict(alert.labels or {}),
+            "last_error": clip(_clean(alert.last_error, 4096), ERROR_MAX),
+            "labels": {_clean(k, 200): _clean(v, 200) for k, v in (alert.labels or {}).items()},
             "reauthorize_url": alert.reauthorize_url,
             "silenced": alert.silenced,
-            "acknowledged_by": alert.acknowledged_by or "",
+            "acknowledged_by": _clean(alert.acknowledged_by, 200),
         },
         "entry": {
             "code": entry.code,
@@ -284,3 +355,47 @@ def provider_label(provider: str | None) -> str:
     if not provider:
         return ""
     return _PROVIDER_LABELS.get(provider, provider.replace("_", " ").title())
+
+
+@dataclass
+class SampleAlert:
+    """An alert that never happened, for ``alerts test-notify`` and the README/golden examples."""
+
+    id: int = 0
+    integration_id: str = "sf-prod"
+    integration_name: str | None = "Salesforce (prod)"
+    provider: str | None = "salesforce"
+    auth_method: str | None = "oauth2"
+    account_id: str | None = None
+    code: str = "invalid_grant"
+    severity: str = "critical"
+    state: str = "firing"
+    count: int = 1
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    resolved_at: datetime | None = None
+    last_error: str | None = "invalid_grant: expired access/refresh token"
+    labels: dict[str, str] | None = None
+    reauthorize_url: str | None = None
+    silenced: bool = False
+    acknowledged_by: str | None = None
+
+
+def with_delivery_note(payload: dict[str, Any], note: str) -> dict[str, Any]:
+    """A rendered payload with a one-line note on top (for the admin fallback of a dead letter).
+
+    ``note`` is our own sentence but may quote untrusted text: it is sanitised and escaped here.
+    """
+    import html as _html
+
+    line = one_line(note, 500)
+    out = dict(payload)
+    out["subject"] = one_line(f"[UNDELIVERED] {payload.get('subject', '')}", SUBJECT_MAX)
+    out["text"] = f"{line}\n\n{payload.get('text', '')}"
+    body = str(payload.get("html", ""))
+    note_html = (f'<p style="margin:0;padding:12px 16px;background:#fff8c5;border:1px solid #d4a72c;'
+                 f'font-family:sans-serif;font-size:14px;">{_html.escape(line)}</p>')
+    at = body.find("<body")
+    at = body.find(">", at) + 1 if at != -1 else 0
+    out["html"] = body[:at] + note_html + body[at:]
+    return out

@@ -1,17 +1,27 @@
-"""Route an alert to receivers by its labels (pure). Mirrors Alertmanager's route tree, flattened.
+"""Route an alert to receivers by its facts (pure). Mirrors Alertmanager's route tree, flattened.
 
-Routes are tried in order; the first that matches decides, unless it says ``continue = true``.
-An alert no route matches goes to ``[alerting] default_receiver`` (default: the first receiver).
-With no receivers configured at all, everything goes to the built-in file sink (``var/outbox/``).
+Routes are tried in order; the first that matches decides, unless it says ``continue = true``
+(then later matching routes add their receivers too). A matching route with ``receivers = []``
+sends nothing (a deliberate "drop"). An alert no route matches goes to ``[alerting]
+default_receiver`` (default: the first receiver). With no receivers configured at all,
+everything goes to the built-in file sink (``var/outbox/``).
+
+Matchers (``[[routes]] match``) are globs (``sf-*``) or lists of globs (any may match) on
+``integration_id``, ``integration_name``, ``provider``, ``code``, ``base_code``, ``severity``,
+``auth_method``, ``account_id`` and any label (``team = "revops"`` or ``"labels.team" = ...``).
+``code`` matches the alert's code *or* the base code it refines; ``provider`` compares canonical
+provider ids, so ``meta`` matches ``facebook``.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alerts.catalog import canonical_provider, load_catalog
 from alerts.config import Receiver, Route, Settings
 
 FILE_RECEIVER = Receiver(name="file", file=True)
@@ -26,17 +36,43 @@ class Target:
     address: dict[str, Any] = field(default_factory=dict)
 
 
-def route_matches(match: Mapping[str, str], facts: Mapping[str, Any]) -> bool:
-    """Every matcher must hold. Values are globs (``sf-*``); labels are matched by name."""
+@functools.cache
+def _builtin_aliases() -> dict[str, str]:
+    return dict(load_catalog().aliases)
+
+
+def default_canonical(name: str) -> str:
+    return canonical_provider(name, _builtin_aliases()) or ""
+
+
+def _patterns(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def route_matches(
+    match: Mapping[str, str | Sequence[str]],
+    facts: Mapping[str, Any],
+    *,
+    canonical: Callable[[str], str] = default_canonical,
+) -> bool:
+    """Every matcher must hold. Values are globs or lists of globs; unknown keys name labels."""
     labels = facts.get("labels") or {}
-    for key, pattern in match.items():
+    for key, wanted in match.items():
+        patterns = _patterns(wanted)
         if key.startswith("labels."):
-            value = labels.get(key[7:])
+            values = [labels.get(key[7:])]
+        elif key == "code":
+            values = [facts.get("code"), facts.get("base_code")]
+        elif key == "provider":
+            values = [canonical(str(facts.get("provider") or ""))]
+            patterns = [canonical(p) if not any(c in p for c in "*?[") else p.lower() for p in patterns]
         elif key in facts:
-            value = facts.get(key)
+            values = [facts.get(key)]
         else:
-            value = labels.get(key)
-        if value is None or not fnmatch.fnmatchcase(str(value), pattern):
+            values = [labels.get(key)]
+        if not any(
+            v is not None and fnmatch.fnmatchcase(str(v), p) for v in values for p in patterns
+        ):
             return False
     return True
 
@@ -46,12 +82,14 @@ def receivers_for(facts: Mapping[str, Any], settings: Settings) -> list[Receiver
         return [FILE_RECEIVER]
     by_name = {r.name: r for r in settings.receivers}
     chosen: list[str] = []
+    matched = False
     for route in settings.routes:
         if route_matches(route.match, facts):
+            matched = True
             chosen.extend(n for n in route.receivers if n not in chosen)
             if not route.continue_:
                 break
-    if not chosen:
+    if not matched:
         chosen = [settings.alerting.default_receiver or settings.receivers[0].name]
     return [by_name[n] for n in chosen]
 
@@ -65,12 +103,13 @@ def targets_for(facts: Mapping[str, Any], settings: Settings, *, owner: str | No
 
 
 def receiver_targets(receiver: Receiver, *, owner: str | None = None) -> list[Target]:
+    """A receiver's targets. ``email = {owner = true}`` adds the integration's ``owner`` address."""
     out: list[Target] = []
     if receiver.slack:
         out.append(Target(receiver.name, "slack", {"channel": receiver.slack.channel}))
     if receiver.email:
         to = list(receiver.email.to)
-        if receiver.email.owner and owner and owner not in to:
+        if receiver.email.owner and owner and owner.lower() not in {a.lower() for a in to}:
             to.append(owner)
         if to:
             out.append(Target(receiver.name, "email", {"to": to}))
@@ -94,4 +133,13 @@ def facts_of(alert: Any, *, base_code: str | None = None) -> dict[str, Any]:
     }
 
 
-__all__ = ["FILE_RECEIVER", "Route", "Target", "facts_of", "receiver_targets", "receivers_for", "targets_for"]
+__all__ = [
+    "FILE_RECEIVER",
+    "Route",
+    "Target",
+    "facts_of",
+    "receiver_targets",
+    "receivers_for",
+    "route_matches",
+    "targets_for",
+]

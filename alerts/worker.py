@@ -18,12 +18,14 @@ from sqlmodel import select
 from alerts import ingest, outbox
 from alerts.catalog import Catalog
 from alerts.channels import Channel, DeliveryError, Outgoing
+from alerts.channels.email import EmailChannel, PartialDelivery
 from alerts.channels.filesink import FileSink
 from alerts.channels.mime import message_domain
+from alerts.channels.slack import SlackChannel
 from alerts.config import Settings
 from alerts.fivetran_links import FreshLinks
 from alerts.models import DeliveryStatus, Kind, as_utc, utcnow
-from alerts.render import Rendered, Renderer, alert_data
+from alerts.render import Rendered, Renderer, alert_data, with_delivery_note
 from alerts.storage import Alert, Notification, session_scope
 
 log = logging.getLogger("alerts.worker")
@@ -31,8 +33,12 @@ log = logging.getLogger("alerts.worker")
 Clock = Callable[[], datetime]
 
 
-def build_channels(settings: Settings) -> dict[str, Channel]:
+def build_channels(settings: Settings, *, clock: Clock = utcnow) -> dict[str, Channel]:
     channels: dict[str, Channel] = {"file": FileSink(settings.outbox.dir, from_addr=settings.email.from_addr)}
+    if settings.slack.configured:
+        channels["slack"] = SlackChannel(settings.slack, clock=clock)
+    if settings.email.configured:
+        channels["email"] = EmailChannel(settings.email, clock=clock)
     return channels
 
 
@@ -51,7 +57,7 @@ class Worker:
         self.settings = settings
         self.catalog = catalog
         self.renderer = renderer or Renderer(user_dir=settings.templates.dir)
-        self.channels = channels if channels is not None else build_channels(settings)
+        self.channels = channels if channels is not None else build_channels(settings, clock=clock)
         self.clock = clock
         self.wake = asyncio.Event()
         self.policy = outbox.RetryPolicy(
@@ -117,6 +123,17 @@ class Worker:
             return
         try:
             ref = await channel.send(message)
+        except PartialDelivery as exc:  # some email recipients took it: one row per outcome
+            dead_ids = await asyncio.to_thread(
+                outbox.mark_partial, self.engine, row.id, now=self.clock(), message_id=exc.ref,
+                delivered=exc.delivered, retry=exc.retry, dead=exc.dead, policy=self.policy,
+            )
+            log.log(logging.ERROR if dead_ids else logging.WARNING, "notification partly refused",
+                    extra={"notification_id": row.id, "alert_id": row.alert_id, "error": exc.reason,
+                           "dead": dead_ids})
+            for dead_id in dead_ids:
+                await self._fallback(dead_id)
+            return
         except DeliveryError as exc:
             await self._fail(row, exc)
             return
@@ -146,6 +163,19 @@ class Worker:
             extra={"notification_id": row.id, "alert_id": row.alert_id, "channel": row.channel,
                    "receiver": row.receiver, "error": exc.reason, "attempts": row.attempts},
         )
+        if status == DeliveryStatus.dead:
+            await self._fallback(row.id)
+
+    async def _fallback(self, row_id: int | None) -> None:
+        """A dead letter goes to ``[email] admin`` by email, if there is one (R2.5)."""
+        admin = self.settings.email.admin
+        if row_id is None or not admin or "email" not in self.channels:
+            return
+        copy = await asyncio.to_thread(outbox.enqueue_fallback, self.engine, row_id, admin=admin, now=self.clock(),
+                                       note=with_delivery_note)
+        if copy is not None:
+            log.info("dead letter sent to the admin address", extra={"notification_id": row_id, "fallback_id": copy})
+            self.wake.set()
 
     # -- rendering --------------------------------------------------------------------------
 
@@ -189,7 +219,8 @@ class Worker:
         rendered = Rendered(**{k: payload[k] for k in ("kind", "slack", "subject", "text", "html")})
         rendered = self.fresh_links.apply(row.alert_id, rendered)  # Fivetran Connect Card link, never stored
         root = self.thread_root_id(row.alert_id, row.receiver) if row.alert_id is not None else None
-        message_id = root if row.kind == Kind.firing and root else self.message_id(row)
+        message_id = (row.target or {}).get("message_id") or (
+            root if row.kind == Kind.firing and root else self.message_id(row))
         return Outgoing(
             notification_id=row.id,
             idempotency_key=row.idempotency_key,
@@ -200,6 +231,7 @@ class Worker:
             message_id=message_id,
             thread_root_id=root if row.kind != Kind.firing else None,
             thread_ref=thread.external_ref if thread is not None and thread.status == DeliveryStatus.sent else None,
+            extra={"attempts": row.attempts, "created_at": row.created_at},
         )
 
     def message_id(self, row: Notification) -> str:

@@ -10,6 +10,12 @@ from email.utils import format_datetime
 from alerts.models import utcnow
 from alerts.render import Rendered, one_line
 
+# The standard policy, allowed RFC 5322's 998-character lines instead of folding at 78: our subjects
+# (at most 200 characters) then stay on one line. Python's folding otherwise moves a subject of
+# 70-77 characters whole onto a continuation line (read back as " [FIRING] …") and drops or doubles
+# the space beside an encoded word such as the "—" in our subjects.
+POLICY = default.clone(max_line_length=998)
+
 
 def build_email(
     rendered: Rendered,
@@ -19,7 +25,7 @@ def build_email(
     message_id: str,
     in_reply_to: str | None = None,
 ) -> EmailMessage:
-    msg = EmailMessage(policy=default)
+    msg = EmailMessage(policy=POLICY)
     msg["Subject"] = one_line(rendered.subject)
     msg["From"] = Address(addr_spec=from_addr)
     msg["To"] = [Address(addr_spec=a) for a in to] if to else [Address(addr_spec="undisclosed-recipients@invalid")]

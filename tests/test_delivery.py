@@ -1,0 +1,329 @@
+"""Delivery end to end: events in through the API, messages out to a local Slack Web API server and an
+in-process SMTP server, driven by the test clock and one worker tick at a time (no sleeps)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from alerts.cli import app as cli_app
+from tests.conftest import Clock
+from tests.helpers import SF, alerts, notifications, run_worker_once
+from tests.peers.slack import TOKEN, Canned, SlackPeer
+from tests.peers.smtp import DROP, SmtpPeer
+
+ONCALL = "oncall@example.com"
+ADMIN = "ops@example.com"
+LINK = "https://etl.example.com/connections/sf-prod/reauthorize"
+
+
+@pytest.fixture
+def slack(clock: Clock) -> Iterator[SlackPeer]:
+    peer = SlackPeer(clock=clock).start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpPeer]:
+    peer = SmtpPeer().start()
+    yield peer
+    peer.stop()
+
+
+def config(slack: SlackPeer, smtp: SmtpPeer, *, channel: str = "#data-alerts", to: list[str] | None = None,
+           admin: str | None = None) -> dict[str, Any]:
+    return {
+        "slack": {"bot_token": TOKEN, "base_url": slack.base_url, "allow_loopback_base_url": True},
+        "email": {"host": "127.0.0.1", "port": smtp.port, "starttls": False, "from_addr": "alerts@example.com",
+                  "timeout": "5s", **({"admin": admin} if admin else {})},
+        "receivers": [{"name": "data-team", "slack": {"channel": channel}, "email": {"to": to or [ONCALL]}}],
+        "links": {"reauthorize": "https://etl.example.com/connections/{integration_id}/reauthorize"},
+        "alerting": {"group_wait": "0s", "repeat_interval": "4h"},
+    }
+
+
+@pytest.fixture
+def make(make_client, make_settings, slack, smtp):
+    def build(**kw: Any):
+        client = make_client(make_settings(**config(slack, smtp, **kw)))
+        return client, client.app.state.engine
+
+    return build
+
+
+def post(client, body) -> dict:
+    r = client.post("/v1/events", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def tick(client) -> int:
+    return run_worker_once(client.app)
+
+
+def rows(engine, channel: str | None = None) -> list[tuple[str, str, str]]:
+    return [(n.channel, n.kind, n.status) for n in notifications(engine) if channel in (None, n.channel)]
+
+
+def test_one_message_per_channel_repeats_reminder_and_resolution(make, slack: SlackPeer, smtp: SmtpPeer,
+                                                                  clock: Clock) -> None:
+    client, engine = make()
+    post(client, SF)
+    tick(client)
+
+    # firing: exactly one Slack message and one email, both with the reauthorize link
+    [root] = slack.messages
+    assert root["channel"] == slack.channel_id("data-alerts") and root["thread_ts"] is None
+    [button] = [e for b in root["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert button["url"] == LINK and button["text"]["text"] == "Reauthorize"
+    [first] = smtp.messages
+    assert first.rcpt_tos == [ONCALL]
+    mail = first.message
+    assert mail["Subject"].startswith("[FIRING] sf-prod (Salesforce): ")
+    assert LINK in mail.get_body(("plain",)).get_content() and f'href="{LINK}"' in mail.get_body(("html",)).get_content()
+    root_id = mail["Message-ID"]
+
+    # 20 repeats: counted, not sent
+    for _ in range(20):
+        post(client, SF)
+    clock.advance(hours=3, minutes=59)
+    tick(client)
+    assert len(slack.messages) == 1 and len(smtp.messages) == 1
+    assert alerts(engine)[0].count == 21
+
+    # after repeat_interval: one reminder, in the thread / replying to the first email
+    clock.advance(minutes=1)
+    tick(client)
+    tick(client)
+    [reminder] = slack.replies(root["ts"])
+    assert reminder["text"].startswith("STILL FIRING") and reminder["channel"] == root["channel"]
+    assert len(slack.top_level()) == 1
+    assert len(smtp.messages) == 2
+    assert smtp.messages[1].message["In-Reply-To"] == root_id and smtp.messages[1].message["References"] == root_id
+
+    # success: the original Slack message is updated in place plus a thread reply; a resolved email in the thread
+    post(client, {"integration_id": "sf-prod", "status": "succeeded"})
+    tick(client)
+    [update] = slack.calls("chat.update")
+    assert json.loads(update.body)["ts"] == root["ts"]
+    assert slack.top_level()[0]["text"].startswith("RESOLVED") and slack.top_level()[0]["edits"]
+    assert [m["text"].split(":")[0] for m in slack.replies(root["ts"])] == ["STILL FIRING", "RESOLVED"]
+    resolved = smtp.messages[2].message
+    assert resolved["Subject"].startswith("[RESOLVED] ") and resolved["In-Reply-To"] == root_id
+    assert len({m.message["Message-ID"] for m in smtp.messages}) == 3
+
+    assert rows(engine) == [("slack", "firing", "sent"), ("email", "firing", "sent"),
+                            ("slack", "reminder", "sent"), ("email", "reminder", "sent"),
+                            ("slack", "resolved", "sent"), ("email", "resolved", "sent")]
+    slack_refs = [n.external_ref for n in notifications(engine) if n.channel == "slack"]
+    assert slack_refs[0] == f"{root['channel']}:{root['ts']}"
+    clock.advance(days=3)
+    tick(client)
+    assert len(slack.calls("chat.postMessage")) == 3 and len(smtp.messages) == 3  # nothing sent twice
+
+
+def test_slack_429_is_retried_after_retry_after_by_the_clock(make, slack: SlackPeer, clock: Clock) -> None:
+    client, engine = make()
+    slack.script("chat.postMessage", Canned(status=429, body={"ok": False, "error": "ratelimited"},
+                                            headers={"Retry-After": "2"}))
+    post(client, SF)
+    start = clock.now
+    tick(client)
+    [row] = notifications(engine, channel="slack")
+    assert (row.status, row.attempts) == ("failed", 0)  # not counted as an attempt
+    assert row.next_attempt_at == start + timedelta(seconds=2)
+    clock.advance(seconds=1)
+    tick(client)
+    assert len(slack.calls("chat.postMessage")) == 1  # not before Retry-After
+    clock.advance(seconds=1)
+    tick(client)
+    [row] = notifications(engine, channel="slack")
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert len(slack.calls("chat.postMessage")) == 2 and len(slack.messages) == 1
+
+
+def test_channel_not_found_is_dead_at_once_visible_logged_once_and_falls_back_to_admin(
+    make, slack: SlackPeer, smtp: SmtpPeer, clock: Clock, caplog: pytest.LogCaptureFixture, tmp_path: Path,
+) -> None:
+    slack.unknown_channels.add("nowhere")
+    client, engine = make(channel="#nowhere", admin=ADMIN)
+    caplog.set_level(logging.INFO, logger="alerts.worker")
+    post(client, SF)
+    tick(client)
+    for _ in range(3):
+        clock.advance(hours=1)
+        tick(client)
+    [dead] = [n for n in notifications(engine, channel="slack") if n.kind == "firing"]
+    assert (dead.status, dead.attempts) == ("dead", 1) and "channel_not_found" in dead.last_error
+    assert len([r for r in slack.calls("chat.postMessage") if json.loads(r.body)["channel"] == "#nowhere"]) == 1
+
+    # logged once, as an error
+    dead_logs = [r for r in caplog.records if r.getMessage() == "notification dead"
+                 and getattr(r, "notification_id", None) == dead.id]
+    assert len(dead_logs) == 1 and dead_logs[0].levelno == logging.ERROR
+
+    # the admin gets it by email, saying why
+    [fallback] = [m for m in smtp.messages if m.rcpt_tos == [ADMIN]]
+    msg = fallback.message
+    assert msg["Subject"].startswith("[UNDELIVERED] [FIRING]")
+    assert "channel_not_found" in msg.get_body(("plain",)).get_content()
+    assert [m.rcpt_tos for m in smtp.messages].count([ONCALL]) == 1  # the receiver's own email went out normally
+
+    # visible in the API and in `alerts list --json`
+    alert_id = alerts(engine)[0].id
+    detail = client.get(f"/v1/alerts/{alert_id}").json()
+    assert {(n["channel"], n["status"]) for n in detail["notifications"]} >= {("slack", "dead"), ("email", "sent")}
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(f'[database]\nurl = "{client.app.state.settings.database_url}"\n')
+    res = CliRunner().invoke(cli_app, ["list", "--json", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    [line] = [json.loads(x) for x in res.output.splitlines() if x.strip()]
+    assert line["notifications"]["dead"] == 1
+    assert line["dead_letters"][0]["channel"] == "slack" and "channel_not_found" in line["dead_letters"][0]["last_error"]
+
+
+def test_smtp_451_then_accept_delivers_on_retry(make, smtp: SmtpPeer, clock: Clock) -> None:
+    client, engine = make()
+    smtp.script_rcpt(ONCALL, "451 4.7.1 greylisted, try again")
+    post(client, SF)
+    tick(client)
+    [row] = notifications(engine, channel="email")
+    assert row.status == "failed" and "451" in row.last_error and smtp.messages == []
+    clock.now = row.next_attempt_at
+    tick(client)
+    [row] = notifications(engine, channel="email")
+    assert (row.status, row.attempts) == ("sent", 2)
+    [got] = smtp.messages
+    assert got.rcpt_tos == [ONCALL] and got.message["Message-ID"] == row.external_ref
+
+
+def test_a_disconnect_after_data_retries_with_the_same_message_id(make, smtp: SmtpPeer, clock: Clock) -> None:
+    client, engine = make()
+    smtp.data.append(DROP)
+    post(client, SF)
+    tick(client)
+    [row] = notifications(engine, channel="email")
+    assert row.status == "failed"
+    clock.now = row.next_attempt_at
+    tick(client)
+    assert smtp.dropped[0].message["Message-ID"] == smtp.messages[0].message["Message-ID"]
+
+
+def test_refusals_are_handled_per_recipient(make, smtp: SmtpPeer, clock: Clock) -> None:
+    client, engine = make(to=["ok@example.com", "later@example.com", "gone@example.com"])
+    smtp.script_rcpt("later@example.com", "452 4.2.2 mailbox full")
+    smtp.script_rcpt("gone@example.com", "550 5.1.1 no such user")
+    post(client, SF)
+    tick(client)
+    by_status = {n.status: n for n in notifications(engine, channel="email")}
+    assert by_status["sent"].target["to"] == ["ok@example.com"]
+    assert by_status["failed"].target["to"] == ["later@example.com"]
+    assert by_status["dead"].target["to"] == ["gone@example.com"] and "550" in by_status["dead"].last_error
+    clock.now = by_status["failed"].next_attempt_at
+    tick(client)
+    assert sorted(n.status for n in notifications(engine, channel="email")) == ["dead", "sent", "sent"]
+    assert [m.rcpt_tos for m in smtp.messages] == [["ok@example.com"], ["later@example.com"]]
+    ids = {m.message["Message-ID"] for m in smtp.messages}
+    assert len(ids) == 1  # the retry to one recipient is the same message
+
+
+def test_hostile_input_arrives_harmless_in_both_channels(make, slack: SlackPeer, smtp: SmtpPeer) -> None:
+    client, _ = make()
+    post(client, {"integration_id": "sf-prod", "integration_name": "<!channel> prod", "provider": "salesforce",
+                  "error": "invalid_grant <script>alert(1)</script>\r\nBcc: x@y <@U024BE7LH> <!here>"})
+    tick(client)
+
+    [req] = slack.calls("chat.postMessage")
+    raw = req.body.decode()
+    for bad in ("<!channel>", "<!here>", "<@U024BE7LH>", "<script>"):
+        assert bad not in raw
+    body = json.loads(req.body)
+    texts = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                (texts.append(x) if k == "text" and isinstance(x, str) else walk(x))
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(body)
+    for t in texts:  # every text field: only our own dashboard link may use < >
+        assert "<" not in t.split("<http://127.0.0.1")[0].replace("&lt;", "")
+    assert "&lt;!channel&gt; prod" in body["text"] and "&lt;!channel&gt; prod" in body["blocks"][0]["text"]["text"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+
+    [got] = smtp.messages
+    assert got.rcpt_tos == [ONCALL]
+    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
+    assert "Bcc" not in names and len(names) == len(set(names))
+    msg = got.message
+    html = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html and "&lt;!channel&gt;" in html
+    assert "<script>alert(1)</script>" in text and "<!channel> prod" in text
+    assert "\nBcc:" not in text
+
+
+def test_a_restart_resumes_pending_rows(make_client, make_settings, slack: SlackPeer, smtp: SmtpPeer,
+                                        clock: Clock) -> None:
+    settings = make_settings(**config(slack, smtp))
+    first = make_client(settings)
+    slack.script("chat.postMessage", Canned(status=503, body={"ok": False}))
+    post(first, SF)
+    tick(first)
+    [row] = notifications(first.app.state.engine, channel="slack")
+    assert row.status == "failed"
+    second = make_client(settings)  # another process on the same database
+    clock.now = row.next_attempt_at
+    tick(second)
+    assert [n.status for n in notifications(second.app.state.engine, channel="slack")] == ["sent"]
+    assert len(slack.messages) == 1
+
+
+def test_test_notify_sends_a_sample_through_the_real_channels(slack: SlackPeer, smtp: SmtpPeer,
+                                                              tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""
+[database]
+url = "sqlite:///{tmp_path}/t.db"
+[slack]
+bot_token = "{TOKEN}"
+base_url = "{slack.base_url}"
+allow_loopback_base_url = true
+[email]
+host = "127.0.0.1"
+port = {smtp.port}
+starttls = false
+from_addr = "alerts@example.com"
+[[receivers]]
+name = "data-team"
+slack = {{ channel = "#alerts-test" }}
+email = {{ to = ["{ONCALL}"] }}
+[[receivers]]
+name = "broken"
+slack = {{ channel = "#nowhere" }}
+""")
+    slack.unknown_channels.add("nowhere")
+    runner = CliRunner()
+    res = runner.invoke(cli_app, ["test-notify", "data-team", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "sent slack #alerts-test" in res.output and f"sent email {ONCALL}" in res.output
+    [msg] = slack.messages
+    assert msg["text"].startswith("TEST: Salesforce (prod)")
+    assert smtp.messages[0].message["Subject"].startswith("[TEST] Salesforce (prod)")
+
+    res = runner.invoke(cli_app, ["test-notify", "broken", "--config", str(cfg)])
+    assert res.exit_code == 1 and "channel_not_found" in res.output and "permanent" in res.output
+    res = runner.invoke(cli_app, ["test-notify", "nobody", "--config", str(cfg)])
+    assert res.exit_code == 2 and "no receiver 'nobody'" in res.output

@@ -1,0 +1,63 @@
+"""Reauthorize links (R3.6): which URL a message may carry, and what is dropped."""
+
+from __future__ import annotations
+
+import pytest
+
+from alerts.config import LinkSettings
+from alerts.links import allowed_hosts, is_safe_url, reauthorize_url
+
+LINKS = LinkSettings(reauthorize="https://etl.example.com/connections/{integration_id}/reauthorize",
+                     allowed_hosts=["app.example.com", "*.my.salesforce.com"])
+HOSTS = allowed_hosts(LINKS)
+
+
+@pytest.mark.parametrize(
+    ("url", "safe"),
+    [
+        pytest.param("https://app.example.com/i/1/reauth", True, id="allowed host"),
+        pytest.param("https://etl.example.com/x", True, id="the template's host is allowed"),
+        pytest.param("https://acme.my.salesforce.com/x", True, id="wildcard host"),
+        pytest.param("https://my.salesforce.com/x", False, id="a wildcard needs a subdomain"),
+        pytest.param("https://APP.example.com/x", True, id="hosts compare case-insensitively"),
+        pytest.param("https://app.example.com:443/x", True, id="port 443 written out"),
+        pytest.param("https://app.example.com:8443/x", False, id="other port"),
+        pytest.param("http://app.example.com/x", False, id="plain http"),
+        pytest.param("http://127.0.0.1:8080/x", True, id="http to loopback is allowed"),
+        pytest.param("http://localhost/x", True, id="http to localhost"),
+        pytest.param("https://evil.example/x", False, id="host not allowed"),
+        pytest.param("https://app.example.com.evil.example/x", False, id="allowed name as a prefix"),
+        pytest.param("https://app.example.com@evil.example/x", False, id="userinfo trick"),
+        pytest.param("https://@app.example.com/x", False, id="empty userinfo"),
+        pytest.param("https://evil.example\\@app.example.com/x", False, id="backslash"),
+        pytest.param("https://93.184.216.34/x", False, id="IP literal"),
+        pytest.param("https://[::1]/x", False, id="IPv6 literal"),
+        pytest.param("javascript:alert(1)", False, id="javascript scheme"),
+        pytest.param("https://app.example.com/x|<!channel>", False, id="Slack link syntax"),
+        pytest.param("https://app.example.com/x\r\nBcc: a@b", False, id="CR/LF"),
+        pytest.param("https://app.example.com:99999/x", False, id="invalid port"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+def test_is_safe_url(url: str, safe: bool) -> None:
+    assert is_safe_url(url, HOSTS) is safe
+
+
+def test_event_url_then_integration_url_then_template() -> None:
+    url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod",
+                                    candidates=("https://app.example.com/event", "https://app.example.com/reg"))
+    assert (url, rejected) == ("https://app.example.com/event", [])
+    url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod",
+                                    candidates=("https://evil.example/phish", "https://app.example.com/reg"))
+    assert (url, rejected) == ("https://app.example.com/reg", ["https://evil.example/phish"])
+    url, rejected = reauthorize_url(links=LINKS, integration_id="a b/../c?x=1#f",
+                                    candidates=("https://evil.example/phish", None))
+    assert url == "https://etl.example.com/connections/a%20b%2F..%2Fc%3Fx%3D1%23f/reauthorize"
+    assert rejected == ["https://evil.example/phish"]
+
+
+def test_per_provider_templates_and_no_template() -> None:
+    links = LinkSettings(providers={"salesforce": "https://sf.example.com/{account_id}/{integration_id}"})
+    url, _ = reauthorize_url(links=links, integration_id="x", provider="salesforce", account_id="00D/5")
+    assert url == "https://sf.example.com/00D%2F5/x"
+    assert reauthorize_url(links=LinkSettings(), integration_id="x", provider="hubspot") == (None, [])
