@@ -176,6 +176,38 @@ def _explain_lines(catalog: Catalog, path: Path, *, default_provider: str | None
             out.print(json.dumps(result), markup=False)
 
 
+@app.command("ingest-email")
+def ingest_email_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Stitch notification emails: .eml files or mbox folders.")],
+    as_json: JsonOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; ingest nothing.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ingest Stitch "Integration Error" notification emails like webhook events."""
+    from alerts import ingest_email
+    from alerts.sources.stitch_email import EmailFileError
+
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    try:
+        found = ingest_email.read_files(files, settings=settings, catalog=catalog)
+    except EmailFileError as exc:
+        fail(str(exc))
+    if not dry_run and found.events:
+        ingest_email.store(found, engine=engine_from(settings), settings=settings, catalog=catalog, now=_now())
+    data = found.public(catalog)
+    if as_json:
+        out.print(json.dumps(data), markup=False)
+        return
+    for ev in data["events"]:
+        out.print(f"{ev['integration_name'] or ev['integration_id']} ({ev['integration_id']}): "
+                  f"{ev['code'] or 'not an authentication failure'}", markup=False)
+    out.print(f"{data['messages']} message(s) in {data['files']} file(s): {data['stitch_errors']} Stitch integration "
+              f"error(s), {data['skipped']} skipped; {data['accepted']} stored, {data['duplicates']} already seen"
+              + (f"; alerts {', '.join(map(str, data['alert_ids']))}" if data["alert_ids"] else "")
+              + (" (dry run: nothing stored)" if dry_run else ""), markup=False)
+
+
 @app.command("list")
 def list_cmd(
     state: Annotated[str | None, typer.Option(help="firing, acknowledged, resolved or open.")] = None,

@@ -383,6 +383,44 @@ class FivetranSettings(Section):
         return self.api_key is not None and self.api_secret is not None
 
 
+class StitchSettings(Section):
+    """Stitch's Connect API, polled for failed extractions (Stitch sends no failure webhook)."""
+
+    client_id: int | None = Field(None, ge=1)  # the number in app.stitchdata.com/client/<client_id>/...
+    token: SecretStr | None = None  # a Connect API access token of that account
+    base_url: HttpUrl = "https://api.stitchdata.com"
+    app_url: HttpUrl = "https://app.stitchdata.com"  # where the "Re-authorize" pages live
+    allow_loopback_base_url: bool = False
+    poll_interval: Duration = timedelta(minutes=5)
+    timeout: Duration = timedelta(seconds=30)
+    fetch_logs: bool = True  # read an extraction's log when its description is too short to classify
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _interval(cls, v: timedelta) -> timedelta:
+        if v < timedelta(minutes=1):  # the extractions endpoints allow 30 requests per 10 minutes
+            raise ValueError("poll_interval must be at least 1m (Stitch allows 30 job requests per 10 minutes)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StitchSettings:
+        for key in ("base_url", "app_url"):
+            url = getattr(self, key)
+            host = urlsplit(url).hostname or ""
+            if is_loopback_host(host):
+                if not self.allow_loopback_base_url:
+                    raise ValueError(f"a loopback {key} needs allow_loopback_base_url = true (tests only)")
+            elif not url.startswith("https://"):
+                raise ValueError(f"{key} must be https")
+        if (self.client_id is None) != (self.token is None):
+            raise ValueError("set both client_id and token, or neither")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.client_id is not None and self.token is not None
+
+
 class OutboxSettings(Section):
     dir: str = "var/outbox"
     poll_interval: Duration = timedelta(seconds=1)
@@ -430,6 +468,7 @@ class Settings(BaseSettings):
     routes: list[Route] = []
     integrations: list[Integration] = []
     links: LinkSettings = LinkSettings()
+    stitch: StitchSettings = StitchSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     fivetran: FivetranSettings = FivetranSettings()
     outbox: OutboxSettings = OutboxSettings()

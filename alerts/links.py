@@ -11,12 +11,25 @@ from urllib.parse import quote, urlsplit
 
 from alerts.config import LinkSettings, is_loopback_host
 
+# Stitch's web app: an integration's page, where its "Re-authorize" button lives. The client id is the
+# account id; the older UI addressed the same page as /client/{id}/pipeline/connections/{source_id}/summary.
+STITCH_APP_URL = "https://app.stitchdata.com"
+STITCH_SOURCE_PAGE = "https://app.stitchdata.com/client/{account_id}/pipeline/v2/sources/{integration_id}/"
+
 # Known deep links, used when the user configured no template for that provider.
-PROVIDER_DEFAULTS: dict[str, str] = {}
+PROVIDER_DEFAULTS: dict[str, str] = {"stitch": STITCH_SOURCE_PAGE}
+
+# Hosts of the known deep links: always allowed.
+KNOWN_HOSTS = frozenset({"app.stitchdata.com"})
+
+
+def stitch_source_url(client_id: int | str, source_id: int | str, app_url: str = STITCH_APP_URL) -> str:
+    """The Stitch page of one source (integration), where it is re-authorized."""
+    return f"{app_url.rstrip('/')}/client/{quote(str(client_id), safe='')}/pipeline/v2/sources/{quote(str(source_id), safe='')}/"
 
 
 def allowed_hosts(links: LinkSettings) -> set[str]:
-    hosts = {h.lower() for h in links.allowed_hosts}
+    hosts = {h.lower() for h in links.allowed_hosts} | KNOWN_HOSTS
     for template in [links.reauthorize, *links.providers.values()]:
         if template:
             host = urlsplit(_fill(template, "x", "x", "x")).hostname
@@ -79,7 +92,10 @@ def reauthorize_url(
         if is_safe_url(url, hosts):
             return url, rejected
         rejected.append(url)
-    template = links.providers.get(provider or "") or links.reauthorize or PROVIDER_DEFAULTS.get(provider or "")
+    default = PROVIDER_DEFAULTS.get(provider or "")
+    if default and "{account_id}" in default and not account_id:
+        default = None  # a known deep link needs the account (Stitch: the client id)
+    template = links.providers.get(provider or "") or links.reauthorize or default
     if template:
         url = _fill(template, integration_id, account_id or "", provider or "")
         if is_safe_url(url, hosts | {urlsplit(url).hostname or ""}):

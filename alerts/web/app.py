@@ -26,6 +26,7 @@ from alerts.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from alerts.metrics import Metrics
 from alerts.models import utcnow
 from alerts.render import Renderer
+from alerts.stitch_poller import StitchPoller
 from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
 from alerts.worker import Worker
 
@@ -47,12 +48,16 @@ def create_app(
     worker = worker or Worker(engine=engine, settings=settings, catalog=catalog, clock=clock)
     metrics = Metrics(engine, clock=clock)
     worker.on_sent = metrics.on_sent
+    stitch_poller = StitchPoller(engine=engine, settings=settings, catalog=catalog, clock=clock) \
+        if settings.stitch.configured else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(startup_checks, engine, settings)
         task = asyncio.create_task(worker.run(), name="delivery-worker") if run_worker else None
         app.state.worker_task = task
+        stitch_task = asyncio.create_task(stitch_poller.run(), name="stitch-poller") \
+            if run_worker and stitch_poller else None
         log.info("alerts ready", extra={"settings": settings.redacted_dump()})
         try:
             yield
@@ -61,6 +66,12 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if stitch_task is not None:
+                stitch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stitch_task
+            if stitch_poller is not None:
+                await stitch_poller.aclose()
             await worker.aclose()
 
     app = FastAPI(
@@ -77,6 +88,7 @@ def create_app(
     app.state.clock = clock
     app.state.worker = worker
     app.state.worker_task = None
+    app.state.stitch_poller = stitch_poller
     app.state.metrics = metrics
     app.state.renderer = Renderer(user_dir=settings.templates.dir)
 
@@ -122,11 +134,13 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
 
     from alerts.web import api, dashboard, silences
+    from alerts.web import stitch as stitch_routes
 
     app.include_router(api.router)
     from alerts.web.webhooks import install as install_webhooks
 
     install_webhooks(app)  # /v1/webhooks/…, signed /v1/events, refusal counts, 401 rate limit
+    app.include_router(stitch_routes.router)  # /v1/webhooks/stitch/{token}: post-load webhooks
     app.include_router(silences.router)
     app.include_router(dashboard.router)
 
