@@ -297,3 +297,26 @@ def test_webhook_outcomes(peer: SlackPeer, clock: Clock, answer: Canned, want: s
     peer.script("webhook", answer)
     err = fails(channel_for(peer, clock, webhook=True), outgoing())
     assert outcome(err) == want and len(peer.requests) == 1
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "ok"),
+    [
+        pytest.param({"base_url": "http://127.0.0.1:9/api"}, False, id="loopback needs the explicit flag"),
+        pytest.param({"base_url": "http://127.0.0.1:9/api", "allow_loopback_base_url": True}, True, id="flagged"),
+        pytest.param({"base_url": "http://slack.example.com/api"}, False, id="plain http elsewhere"),
+        pytest.param({"base_url": "https://slack.example.com/api"}, True, id="a self-hosted https API"),
+        pytest.param({"webhook_url": "https://hooks.slack.com/services/T0/B0/x"}, True, id="webhook"),
+        pytest.param({"webhook_url": "https://evil.example/services/T0/B0/x"}, False, id="webhook elsewhere"),
+        pytest.param({"webhook_url": "http://hooks.slack.com/services/T0/B0/x"}, False, id="webhook over http"),
+    ],
+)
+def test_slack_urls_are_checked_when_loaded(settings: dict, ok: bool) -> None:
+    if ok:
+        SlackSettings(**settings)
+    else:
+        with pytest.raises(ValueError):
+            SlackSettings(**settings)
