@@ -43,6 +43,7 @@ from alerts.sources.envelope import BadPayload, decode_json
 from alerts.sources.vendor import AdapterError, Batch, Stale
 from alerts.storage import Alert, session_scope
 from alerts.web.guard import KINDS, Guard, GuardMiddleware, Refusal, refusal_response
+from alerts.web.openapi_examples import add_examples
 from alerts.web.problems import BodyTooLarge
 
 log = logging.getLogger("alerts.webhooks")
@@ -435,6 +436,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Refusal, refusal_response)  # type: ignore[arg-type]
     app.add_middleware(GuardMiddleware, guard=guard)
     app.include_router(router)
+    add_examples(app)
     startup_warnings(settings)
 
 
