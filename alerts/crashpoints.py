@@ -1,0 +1,53 @@
+"""Crash points for the crash harness (R5.3) — test builds only.
+
+With ``ALERTS_TEST_BUILD=1`` and ``ALERTS_CRASHPOINT=<name>:<n>`` in the environment, the process
+SIGKILLs itself the n-th time it passes the named point. Without ``ALERTS_TEST_BUILD=1`` this is a
+no-op, so a stray variable in production cannot kill the service. The points::
+
+    after_ingest_commit_before_response   the events are committed; the 2xx is not yet sent
+    after_claim_commit                    outbox rows are leased to this process
+    after_send_before_mark                the message went out; the row still says pending
+    mid_digest_claim                      a digest period is claimed, its transaction not committed
+    during_checkpoint                     a SQLite WAL checkpoint is under way
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+POINTS = (
+    "after_ingest_commit_before_response",
+    "after_claim_commit",
+    "after_send_before_mark",
+    "mid_digest_claim",
+    "during_checkpoint",
+)
+
+_lock = threading.Lock()
+_passes: dict[str, int] = {}
+
+
+def _armed() -> tuple[str, int] | None:
+    if os.environ.get("ALERTS_TEST_BUILD") != "1":
+        return None
+    spec = os.environ.get("ALERTS_CRASHPOINT", "")
+    name, _, count = spec.partition(":")
+    if name not in POINTS:
+        return None
+    try:
+        return name, max(1, int(count or "1"))
+    except ValueError:
+        return None
+
+
+def hit(name: str) -> None:
+    """Count a pass through ``name``; die here if this is the armed point's n-th pass."""
+    armed = _armed()
+    if armed is None or armed[0] != name:
+        return
+    with _lock:
+        _passes[name] = _passes.get(name, 0) + 1
+        if _passes[name] == armed[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
