@@ -208,6 +208,34 @@ def ingest_email_cmd(
               + (" (dry run: nothing stored)" if dry_run else ""), markup=False)
 
 
+@app.command()
+def scan(
+    paths: Annotated[list[str], typer.Argument(help="Log files to scan; - for stdin; .gz read transparently.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="text or json (default: the [[log_sources]] entry "
+                                                              "matching the path, else sniffed).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finding.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; ingest nothing.")] = False,
+    source: Annotated[str | None, typer.Option(help="Read every path with this [[log_sources]] entry's rules.")] = None,
+    integration: Annotated[str | None, typer.Option(help="Every finding belongs to this integration id.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider hint for these logs.")] = None,
+    auth_method: Annotated[str | None, typer.Option("--auth-method", help="oauth2, api_key or basic.")] = None,
+    engine: Annotated[str, typer.Option(help="Matcher: auto, hyperscan or re (same findings).")] = "auto",
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
+                                                  help="Progress bar (default: when stderr is a terminal).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Find authentication failures in log files; ingest them like webhook events (unless --dry-run)."""
+    from alerts import scan_cli
+
+    if fmt not in (None, "text", "json"):
+        fail("--format must be text or json")
+    if auth_method not in (None, "oauth2", "api_key", "basic"):
+        fail("--auth-method must be oauth2, api_key or basic")
+    scan_cli.run(paths, fmt=fmt, as_json=as_json, dry_run=dry_run, source_name=source, integration=integration,
+                 provider=provider, auth_method=auth_method, engine_name=engine, config=config,
+                 show_progress=progress)
+
+
 @app.command("list")
 def list_cmd(
     state: Annotated[str | None, typer.Option(help="firing, acknowledged, resolved or open.")] = None,

@@ -448,6 +448,79 @@ class CatalogSettings(Section):
     entries: list[dict[str, Any]] = []
 
 
+def _str_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+
+
+class LogSource(Section):
+    """``[[log_sources]]``: log files to scan (``alerts scan``) or follow (``alerts serve``).
+
+    The integration of a line comes from, in order: the line itself (``integration_regex`` or, in
+    JSON, ``integration_field``), the last integration named earlier in the same file (tracebacks),
+    ``filename_pattern``, the fixed ``integration_id``, and finally the file's name.
+    """
+
+    name: str
+    paths: StrList
+    follow: bool = False
+    format: Literal["text", "json"] = "text"
+    integration_regex: StrList | None = None  # None = the built-in rules (Meltano, Airflow, key=value)
+    integration_field: StrList = ["integration_id", "integration", "string_id", "connector_id", "connection_id"]
+    message_field: StrList = ["message", "msg", "event", "log", "error", "exception", "exc_info"]
+    level_field: StrList = ["level", "levelname", "severity"]
+    timestamp_field: StrList = ["timestamp", "time", "ts", "@timestamp", "asctime"]
+    filename_pattern: str | None = None
+    integration_id: str | None = None
+    provider: str | None = None
+    auth_method: Literal["oauth2", "api_key", "basic"] | None = None
+    labels: dict[str, str] = {}
+    timezone: str = "UTC"  # for timestamps written without an offset
+    poll_interval: Duration = timedelta(seconds=1)
+    read_from: Literal["beginning", "end"] = "beginning"
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        if not v or any(not p.strip() for p in v):
+            raise ValueError("paths needs at least one file or glob")
+        return v
+
+    @field_validator("integration_regex")
+    @classmethod
+    def _regexes(cls, v: list[str] | None) -> list[str] | None:
+        import re
+
+        for rx in v or []:
+            try:
+                compiled = re.compile(rx)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {rx!r}: {exc}") from None
+            if "integration" not in compiled.groupindex:
+                raise ValueError(f"regex {rx!r} needs a named group (?P<integration>...)")
+        return v
+
+    @field_validator("filename_pattern")
+    @classmethod
+    def _filename(cls, v: str | None) -> str | None:
+        if v is not None and "{integration}" not in v:
+            raise ValueError("filename_pattern needs the {integration} placeholder, e.g. '{integration}.log'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {v!r} (e.g. 'Europe/Berlin')") from None
+        return v
+
+
 class Settings(BaseSettings):
     """Everything ``alerts`` can be told. See ``config.example.toml`` for each key."""
 
@@ -475,6 +548,7 @@ class Settings(BaseSettings):
     templates: TemplateSettings = TemplateSettings()
     log: LogSettings = LogSettings()
     catalog: CatalogSettings = CatalogSettings()
+    log_sources: list[LogSource] = []
 
     config_path: str | None = Field(None, exclude=True)
 
@@ -507,6 +581,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"receivers[{r.name}].slack needs [slack] bot_token or webhook_url")
             if r.email and not self.email.configured:
                 raise ValueError(f"receivers[{r.name}].email needs [email] host")
+        sources = [s.name for s in self.log_sources]
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"log_sources: duplicate name(s) {sorted({n for n in sources if sources.count(n) > 1})}")
         return self
 
     def redacted_dump(self) -> dict[str, Any]:

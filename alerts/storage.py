@@ -142,10 +142,18 @@ class LogOffset(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     path: str = Field(max_length=1000)
-    device: int = 0
-    inode: int = 0
-    offset: int = 0
+    # 64-bit: inode and device numbers and offsets of large files overflow PostgreSQL's integer.
+    device: int = Field(default=0, sa_column=Column(sa.BigInteger(), nullable=False))
+    inode: int = Field(default=0, sa_column=Column(sa.BigInteger(), nullable=False))
+    offset: int = Field(default=0, sa_column=Column(sa.BigInteger(), nullable=False))
     updated_at: datetime | None = _ts()
+    # What a restart needs besides the offset (alerts/tail.py): the integration named last before
+    # ``offset`` (a traceback after a restart still belongs to it), and a hash of the file's first
+    # ``fingerprint_len`` bytes, so a file that reuses the inode of a deleted one is read from 0.
+    context: str | None = Field(default=None, max_length=1000)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    fingerprint_len: int = 0
+
 
 
 class DigestRun(SQLModel, table=True):

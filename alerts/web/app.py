@@ -48,6 +48,7 @@ def create_app(
     worker = worker or Worker(engine=engine, settings=settings, catalog=catalog, clock=clock)
     metrics = Metrics(engine, clock=clock)
     worker.on_sent = metrics.on_sent
+    log_tailer = _log_tailer(engine, settings, catalog, clock)  # None unless a [[log_sources]] has follow = true
     stitch_poller = StitchPoller(engine=engine, settings=settings, catalog=catalog, clock=clock) \
         if settings.stitch.configured else None
 
@@ -56,6 +57,7 @@ def create_app(
         await asyncio.to_thread(startup_checks, engine, settings)
         task = asyncio.create_task(worker.run(), name="delivery-worker") if run_worker else None
         app.state.worker_task = task
+        tail_task = asyncio.create_task(log_tailer.run(), name="log-tailer") if run_worker and log_tailer else None
         stitch_task = asyncio.create_task(stitch_poller.run(), name="stitch-poller") \
             if run_worker and stitch_poller else None
         log.info("alerts ready", extra={"settings": settings.redacted_dump()})
@@ -72,6 +74,12 @@ def create_app(
                     await stitch_task
             if stitch_poller is not None:
                 await stitch_poller.aclose()
+            if tail_task is not None:
+                tail_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tail_task
+            if log_tailer is not None:
+                log_tailer.close()
             await worker.aclose()
 
     app = FastAPI(
@@ -88,6 +96,7 @@ def create_app(
     app.state.clock = clock
     app.state.worker = worker
     app.state.worker_task = None
+    app.state.log_tailer = log_tailer
     app.state.stitch_poller = stitch_poller
     app.state.metrics = metrics
     app.state.renderer = Renderer(user_dir=settings.templates.dir)
@@ -182,6 +191,14 @@ class AccessLog:
 def _route_path(request: Request) -> str:
     route = request.scope.get("route")
     return getattr(route, "path", None) or "(unmatched)"
+
+
+def _log_tailer(engine: Engine, settings: Settings, catalog: Catalog, clock: Callable[[], datetime]) -> Any:
+    if not any(source.follow for source in settings.log_sources):
+        return None
+    from alerts.tail import LogTailer
+
+    return LogTailer(engine=engine, settings=settings, catalog=catalog, clock=clock)
 
 
 def startup_checks(engine: Engine, settings: Settings) -> None:
