@@ -256,7 +256,7 @@ def list_cmd(
     rows = [alert_public(a, catalog) for a in list_alerts(engine, state=state, limit=limit, before_id=None)]
     delivery = delivery_summary(engine, [r["id"] for r in rows])
     for r in rows:
-        r.update(delivery.get(r["id"], {}))  # notification counts by status, and dead letters
+        r.update(delivery.get(r["id"], {}))  # "delivery": notification counts by status; "dead_letters"
     if as_json:
         for row in rows:
             out.print(json.dumps(row), markup=False)
@@ -268,7 +268,7 @@ def list_cmd(
     for col in ("id", "state", "integration", "provider", "code", "count", "last seen", "undelivered"):
         table.add_column(col)
     for r in rows:
-        stuck = {k: v for k, v in r.get("notifications", {}).items() if k in ("dead", "failed")}
+        stuck = {k: v for k, v in r.get("delivery", {}).items() if k in ("dead", "failed")}
         table.add_row(str(r["id"]), r["state"] + (" (silenced)" if r["silenced"] else ""),
                       r["integration_name"] or r["integration_id"], r["provider"] or "", r["code"], str(r["count"]),
                       (r["last_seen"] or "")[:16].replace("T", " "), ", ".join(f"{v} {k}" for k, v in stuck.items()))

@@ -301,7 +301,7 @@ def enqueue_fallback(
 
 def delivery_summary(engine: Engine, alert_ids: Sequence[int]) -> dict[int, dict]:
     """Per alert: notification counts by status and its dead letters (for ``alerts list --json``)."""
-    out: dict[int, dict] = {a: {"notifications": {}, "dead_letters": []} for a in alert_ids}
+    out: dict[int, dict] = {a: {"delivery": {}, "dead_letters": []} for a in alert_ids}
     if not alert_ids:
         return out
     with session_scope(engine) as session:
@@ -310,7 +310,7 @@ def delivery_summary(engine: Engine, alert_ids: Sequence[int]) -> dict[int, dict
         ).all()
         for n in rows:
             item = out[n.alert_id]  # type: ignore[index]
-            item["notifications"][n.status] = item["notifications"].get(n.status, 0) + 1
+            item["delivery"][n.status] = item["delivery"].get(n.status, 0) + 1
             if n.status == DeliveryStatus.dead:
                 item["dead_letters"].append({"id": n.id, "receiver": n.receiver, "channel": n.channel,
                                              "kind": n.kind, "attempts": n.attempts, "last_error": n.last_error})

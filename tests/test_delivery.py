@@ -186,8 +186,10 @@ def test_channel_not_found_is_dead_at_once_visible_logged_once_and_falls_back_to
     res = CliRunner().invoke(cli_app, ["list", "--json", "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     [line] = [json.loads(x) for x in res.output.splitlines() if x.strip()]
-    assert line["notifications"]["dead"] == 1
+    assert line["delivery"]["dead"] == 1
     assert line["dead_letters"][0]["channel"] == "slack" and "channel_not_found" in line["dead_letters"][0]["last_error"]
+    res = CliRunner().invoke(cli_app, ["list", "--config", str(cfg)])
+    assert res.exit_code == 0 and "1 dead" in res.output
 
 
 def test_smtp_451_then_accept_delivers_on_retry(make, smtp: SmtpPeer, clock: Clock) -> None:
