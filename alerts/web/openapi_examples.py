@@ -80,6 +80,12 @@ CATALOG_ENTRY = {
     "patterns": [{"provider": None, "regex": "\\binvalid_grant\\b", "auth_method": None}],
 }
 
+TOKEN = {
+    "integration_id": "sf-prod", "integration_name": "Salesforce (prod)", "provider": "salesforce",
+    "issued_at": "2026-09-01T08:00:00Z", "last_used_at": "2026-11-28T08:00:00Z", "expires_at": "2026-12-01T08:00:00Z",
+    "expires_in_seconds": 256800, "expiry_source": "reported", "scopes": ["api", "refresh_token"], "warned_days": [7.0],
+}
+
 JSON = "application/json"
 EXAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("get", "/v1/alerts"): ("200", JSON, {"alerts": [ALERT], "next": "aWQ6MQ"}),
@@ -96,6 +102,7 @@ EXAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("delete", "/v1/silences/{silence_id}"): ("200", JSON, {**SILENCE, "ends_at": "2026-11-28T09:30:00Z",
                                                             "state": "expired"}),
     ("get", "/v1/stats"): ("200", JSON, STATS),
+    ("get", "/v1/tokens"): ("200", JSON, {"tokens": [TOKEN]}),
     ("get", "/healthz"): ("200", JSON, {"status": "ok"}),
     ("get", "/readyz"): ("200", JSON, {"status": "ready"}),
     ("get", "/metrics"): ("200", "text/plain", '# TYPE alerts_webhook_refusals_total counter\n'

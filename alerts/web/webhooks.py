@@ -141,31 +141,48 @@ def apply_batch(
     now: datetime,
     body_sha256: str,
 ) -> IngestResult:
-    """Store a vendor batch in one transaction (the same rules as ``POST /v1/events``)."""
-    result = IngestResult()
-    with session_scope(engine) as session:
-        for item in batch.items:
-            event = item.event
-            if event.source == "pagerduty" and pagerduty.DEDUP_LABEL in event.labels and event.status == EventStatus.succeeded:
-                targets = _dedup_targets(session, event.labels[pagerduty.DEDUP_LABEL], event.integration_id)
-            else:
-                targets = [event.integration_id]
-            if item.action == "acknowledge":
-                for alert in _open_alerts(session, targets):
-                    if ingest.acknowledge_alert(session, alert, now=now, by=f"{event.source} acknowledge"):
-                        result.accepted += 1
-                    result.add_alert(alert.id)
-                continue
-            if item.fallback_code and not event.error_code and catalog.classify(
-                event.error, catalog.canonical_provider(event.provider), event.auth_method
-            ) is None:
-                event.error_code = item.fallback_code
-            for i, integration_id in enumerate(targets):
-                one = event if i == 0 else _copy(event, integration_id, suffix=i)
-                one.integration_id = integration_id
-                ingest.apply_event(session, one, settings=settings, catalog=catalog, now=now, result=result,
-                                   body_sha256=body_sha256)
+    """Store a vendor batch: its events in one ingest transaction (the rules of ``POST /v1/events``).
+
+    PagerDuty ``resolve``/``acknowledge`` name an alert by ``dedup_key``: those are looked up first,
+    and acknowledgements (a state change, not an event) are applied in their own short transaction.
+    """
+    acked = IngestResult()
+    events: list[AuthErrorEvent] = []
+    lookups = [item for item in batch.items if _by_dedup_key(item.event)]
+    targets: dict[int, list[str]] = {}
+    if lookups:
+        with session_scope(engine) as session:
+            for item in lookups:
+                ev = item.event
+                targets[id(item)] = _dedup_targets(session, ev.labels[pagerduty.DEDUP_LABEL], ev.integration_id)
+                if item.action == "acknowledge":
+                    for alert in _open_alerts(session, targets[id(item)]):
+                        if ingest.acknowledge_alert(session, alert, now=now, by=f"{ev.source} acknowledge"):
+                            acked.accepted += 1
+                        acked.add_alert(alert.id)
+    for item in batch.items:
+        if item.action == "acknowledge":
+            continue
+        event = item.event
+        if item.fallback_code and not event.error_code and catalog.classify(
+            event.error, catalog.canonical_provider(event.provider), event.auth_method
+        ) is None:
+            event.error_code = item.fallback_code
+        for i, integration_id in enumerate(targets.get(id(item), [event.integration_id])):
+            one = event if i == 0 else _copy(event, integration_id, suffix=i)
+            one.integration_id = integration_id
+            events.append(one)
+    result = ingest.ingest(events, engine=engine, settings=settings, catalog=catalog, now=now,
+                           body_sha256=body_sha256) if events else IngestResult()
+    result.accepted += acked.accepted
+    for alert_id in acked.alert_ids:
+        result.add_alert(alert_id)
     return result
+
+
+def _by_dedup_key(event: AuthErrorEvent) -> bool:
+    return (event.source == "pagerduty" and pagerduty.DEDUP_LABEL in event.labels
+            and event.status == EventStatus.succeeded)
 
 
 def _copy(event: AuthErrorEvent, integration_id: str, *, suffix: int) -> AuthErrorEvent:
