@@ -181,14 +181,52 @@ def _quant(lo: int, hi: int) -> str:
     return f"{{{lo}}}" if lo == hi else f"{{{lo},{hi}}}"
 
 
-def _emit(sub: Any, flags: int, json: bool, ere: bool = False) -> str:
+def _reducible(item: tuple[Any, Any]) -> bool:
+    """Does this item end in a repeat that may match more than its minimum?"""
+    op, av = item
+    if op in _REPEATS:
+        return av[1] != av[0]
+    if op is sre.SUBPATTERN:
+        return _tail_reducible(av[3])
+    if op is getattr(sre, "ATOMIC_GROUP", None):
+        return _tail_reducible(av)
+    if op is sre.BRANCH:
+        return any(_tail_reducible(b) for b in av[1])
+    return False
+
+
+def _tail_reducible(sub: Any) -> bool:
+    items = [it for it in sub if it[0] is not sre.AT]
+    return bool(items) and items[-1] is list(sub)[len(list(sub)) - 1 - _trailing_ats(sub)] and _reducible(items[-1])
+
+
+def _trailing_ats(sub: Any) -> int:
+    n = 0
+    for op, _ in reversed(list(sub)):
+        if op is not sre.AT:
+            break
+        n += 1
+    return n
+
+
+def _emit(sub: Any, flags: int, json: bool, ere: bool = False, tail: bool = False) -> str:
+    """``tail``: only whether a match *ends* in the line matters, so a repeat the expression ends
+    with is cut to its minimum (and the zero-width assertions after it dropped): the match then
+    ends once per occurrence instead of once per extra character, which keeps hits few."""
     out: list[str] = []
     group = "(" if ere else "(?:"
+    items = list(sub)
+    reduce_at = -1
+    if tail:
+        last = len(items) - 1 - _trailing_ats(items)
+        if last >= 0 and _reducible(items[last]):
+            items, reduce_at = items[: last + 1], last
 
     def pos(piece: str) -> str:
         return _position(_accepts(piece, flags), json, ere)
 
-    for op, av in sub:
+    for index, (op, av) in enumerate(items):
+        cut = index == reduce_at
         if op is sre.LITERAL:
             out.append(pos(re.escape(chr(av))))
         elif op is sre.NOT_LITERAL:
@@ -210,19 +248,23 @@ def _emit(sub: Any, flags: int, json: bool, ere: bool = False) -> str:
                 out.append(r"\B")
             # anything else: an assertion we widen to "true"
         elif op is sre.BRANCH:
-            out.append(group + "|".join(_emit(b, flags, json, ere) for b in av[1]) + ")")
+            out.append(group + "|".join(_emit(b, flags, json, ere, cut) for b in av[1]) + ")")
         elif op is sre.SUBPATTERN:
             _group, add, remove, p = av
-            inner = _emit(p, (flags | add) & ~remove, json, ere)
+            inner = _emit(p, (flags | add) & ~remove, json, ere, cut)
             if inner:
                 out.append(group + inner + ")")
         elif op in _REPEATS:
             lo, hi, item = av
-            inner = _emit(item, flags, json, ere)
+            if cut:
+                hi = lo
+                if lo == 0:
+                    continue
+            inner = _emit(item, flags, json, ere, cut and lo == 1)
             if inner:
-                out.append(group + inner + ")" + _quant(lo, hi))
+                out.append(group + inner + ")" + ("" if (lo, hi) == (1, 1) else _quant(lo, hi)))
         elif op is getattr(sre, "ATOMIC_GROUP", None):
-            inner = _emit(av, flags, json, ere)
+            inner = _emit(av, flags, json, ere, cut)
             if inner:
                 out.append(group + inner + ")")
         elif op in (sre.ASSERT, sre.ASSERT_NOT):
@@ -245,7 +287,79 @@ def over_approximation(pattern: str, flags: int = re.IGNORECASE, *, json: bool =
     Raises :class:`UntranslatablePattern` for a construct it does not know.
     """
     parsed = sre_parse.parse(pattern, flags)
-    return _emit(parsed, parsed.state.flags, json).encode("ascii")
+    return _emit(parsed, parsed.state.flags, json, tail=True).encode("ascii")
+
+
+_JSON_ESCAPED = frozenset('"\\/\t ')  # characters a JSON string may hold as an escape sequence
+MIN_LITERAL = 3
+
+
+def _literal_char(chars: frozenset[str], json: bool) -> str | None:
+    """The one lower-case byte a position stands for, if it is one character (in either case)."""
+    lowered = {c.lower() for c in chars}
+    if len(lowered) != 1:
+        return None
+    c = lowered.pop()
+    if json and c in _JSON_ESCAPED:
+        return None
+    return c
+
+
+def _necessary(sub: Any, flags: int, json: bool) -> frozenset[str] | None:
+    """A set of literals one of which every match of ``sub`` contains, or ``None``."""
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close() -> None:
+        if len(run) >= MIN_LITERAL:
+            candidates.append(frozenset(["".join(run)]))
+        run.clear()
+
+    for op, av in sub:
+        char = None
+        if op is sre.LITERAL:
+            char = _literal_char(_accepts(re.escape(chr(av)), flags), json)
+        elif op is sre.IN:
+            char = _literal_char(_accepts(_class_piece(av), flags), json)
+        elif op is sre.AT or op in (sre.ASSERT, sre.ASSERT_NOT):
+            if json and op is sre.AT:
+                close()
+            continue  # zero-width: the literal run goes on
+        if char is not None:
+            run.append(char)
+            continue
+        close()
+        inner: frozenset[str] | None = None
+        if op is sre.SUBPATTERN:
+            inner = _necessary(av[3], (flags | av[1]) & ~av[2], json)
+        elif op is getattr(sre, "ATOMIC_GROUP", None):
+            inner = _necessary(av, flags, json)
+        elif op in _REPEATS and av[0] >= 1:
+            inner = _necessary(av[2], flags, json)
+        elif op is sre.BRANCH:
+            alts = [_necessary(b, flags, json) for b in av[1]]
+            if all(a is not None for a in alts):
+                inner = frozenset().union(*alts)  # type: ignore[arg-type]
+        if inner:
+            candidates.append(inner)
+    close()
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (min(len(x) for x in c), -len(c)))
+
+
+@functools.lru_cache(maxsize=2048)
+def required_literals(pattern: str, flags: int = re.IGNORECASE, *, json: bool = False) -> frozenset[bytes] | None:
+    """Lower-case byte strings one of which is in every line :func:`over_approximation` matches
+    (``None`` when the pattern has no literal of at least three characters on every path)."""
+    try:
+        parsed = sre_parse.parse(pattern, flags)
+        found = _necessary(parsed, parsed.state.flags, json)
+    except (UntranslatablePattern, re.error):
+        return None
+    if not found or not all(x.isascii() for x in found):
+        return None
+    return frozenset(x.encode("ascii") for x in found)
 
 
 def as_posix_ere(pattern: str, flags: int = re.IGNORECASE) -> bytes:
@@ -287,12 +401,15 @@ class _HyperscanSweep(_Sweep):
 
     engine = "hyperscan"
 
-    def __init__(self, expressions: list[bytes]) -> None:
+    def __init__(self, key: str, translate: Callable[[], list[bytes]]) -> None:
+        """``key`` names the source patterns; ``translate`` is only called when no compiled database
+        for them is cached (translating and compiling take half a second; loading, milliseconds)."""
         assert hyperscan is not None
-        base = hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
-        flags = [base] * len(expressions)
-        db = _load_cached(expressions)
+        db = _load_cached(key)
         if db is None:
+            expressions = translate()
+            base = hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
+            flags = [base] * len(expressions)
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             try:
                 db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
@@ -306,7 +423,7 @@ class _HyperscanSweep(_Sweep):
                         flags[i] = base | hyperscan.HS_FLAG_PREFILTER
                 db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
                 db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
-            _store_cached(expressions, db)
+            _store_cached(key, db)
         self._db = db
         self._local = threading.local()  # one scratch per thread (a deserialised database has none)
 
@@ -323,37 +440,116 @@ class _HyperscanSweep(_Sweep):
 
 
 class _ReSweep(_Sweep):
+    """The standard library only. One alternation of every expression would cost Python's ``re`` a
+    try of each alternative at each byte (well under 1 MB/s), so each expression is reduced to the
+    literals one of which any match must contain (:func:`required_literals`): ``bytes.find`` looks
+    for those in the lower-cased chunk, and the expression itself confirms a line that has one.
+    Expressions without a usable literal are searched one by one; special lines are looked for
+    only in a chunk that has a byte outside printable ASCII.
+    """
+
     engine = "re"
 
-    def __init__(self, expressions: list[bytes]) -> None:
-        self._rx = re.compile(b"|".join(b"(?:" + e + b")" for e in expressions), re.MULTILINE)
+    def __init__(self, expressions: list[bytes], literals: list[frozenset[bytes] | None]) -> None:
+        by_literal: dict[bytes, list[re.Pattern[bytes]]] = {}
+        self._scanned: list[re.Pattern[bytes]] = []
+        self._special: re.Pattern[bytes] | None = None
+        for expr, lits in zip(expressions, literals, strict=True):
+            rx = re.compile(expr, re.MULTILINE)
+            if expr in (SPECIAL_TEXT, SPECIAL_JSON):
+                self._special = rx
+            elif lits is None:
+                self._scanned.append(rx)
+            else:
+                for lit in lits:
+                    by_literal.setdefault(lit, []).append(rx)
+        self._literals = by_literal
+        self._by_literal: list[tuple[bytes, list[re.Pattern[bytes]]]] | None = None  # chosen on first use
+        self._json = SPECIAL_JSON in expressions
 
     def hits(self, buf: bytes, pos: int, end: int) -> list[int]:
         # No translated expression crosses a newline except to end at one, so non-overlapping
         # matches cannot hide a line: every line that matches yields a match that starts in it.
-        return [m.start() for m in self._rx.finditer(buf, pos, end)]
+        out = [m.start() for rx in self._scanned for m in rx.finditer(buf, pos, end)]
+        if self._special is not None and self._maybe_special(buf, pos, end):
+            out += [m.start() for m in self._special.finditer(buf, pos, end)]
+        if self._by_literal is None and self._literals:
+            self._by_literal = _cover(self._literals, buf[pos : min(end, pos + 256 * 1024)])
+        if self._by_literal:
+            low = buf[pos:end].lower()
+            for lit, confirm in self._by_literal:
+                i = low.find(lit)
+                while i >= 0:
+                    ls = low.rfind(b"\n", 0, i) + 1
+                    le = low.find(b"\n", i) + 1
+                    if any(rx.search(buf, pos + ls, pos + le) for rx in confirm):
+                        out.append(pos + i)
+                    i = low.find(lit, le)
+        out.sort()
+        return out
+
+    def _maybe_special(self, buf: bytes, pos: int, end: int) -> bool:
+        region = buf[pos:end]
+        if self._json and b"\\" in region:
+            return True
+        rest = region.translate(None, _PLAIN)
+        # only CRs that end a line (CRLF files) are harmless
+        return bool(rest) and not (rest.count(b"\r") == len(rest) == region.count(b"\r\n"))
 
 
-def _cache_file(expressions: list[bytes]) -> Path | None:
+_PLAIN = bytes([9, 10, *range(0x20, 0x7F)])
+
+
+def _cover(by_literal: dict[bytes, list[re.Pattern[bytes]]], sample: bytes) -> list[tuple[bytes, list[re.Pattern[bytes]]]]:
+    """Fewer search strings: any piece of a required literal is required too, so pieces shared by
+    several literals can replace them — each string costs one ``find`` pass over every chunk, and
+    each of its occurrences a confirming regex search. The choice is a greedy weighted set cover,
+    with the occurrence rates measured on ``sample`` (the first chunk): a piece as common as
+    ``status`` or ``account`` costs more in confirmations than the passes it saves."""
+    shared: dict[bytes, set[bytes]] = {}
+    for lit in by_literal:
+        for n in range(4, min(8, len(lit)) + 1):
+            for i in range(len(lit) - n + 1):
+                shared.setdefault(lit[i : i + n], set()).add(lit)
+    options = {piece: lits for piece, lits in shared.items() if len(lits) > 1}
+    options.update({lit: {lit} for lit in by_literal})
+    low = sample.lower()
+    rate = {piece: low.count(piece) / max(len(low), 1) for piece in options}
+    uncovered = set(by_literal)
+    chosen: list[tuple[bytes, list[re.Pattern[bytes]]]] = []
+    while uncovered:
+        best = max(options, key=lambda g: (len(options[g] & uncovered) / (1 + 50_000 * rate[g]), len(g), g))
+        confirm: dict[int, re.Pattern[bytes]] = {}
+        for lit in options[best] & uncovered:
+            for rx in by_literal[lit]:
+                confirm[id(rx)] = rx
+        uncovered -= options[best]
+        chosen.append((best, list(confirm.values())))
+    return chosen
+
+
+TRANSLATOR_VERSION = "3"  # bump when over_approximation or the SPECIAL expressions change
+
+
+def _cache_file(key: str) -> Path | None:
     root = os.environ.get("ALERTS_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "alerts")
     if not root or root == "-":
         return None
-    key = hashlib.sha256(b"\0".join([getattr(hyperscan, "__version__", "").encode(), *expressions])).hexdigest()
-    return Path(root) / f"hs-{key[:32]}.db"
+    return Path(root) / f"hs-{key}.db"
 
 
-def _load_cached(expressions: list[bytes]) -> Any:
-    """A database compiled earlier for the same expressions (compiling takes about half a second)."""
-    path = _cache_file(expressions)
+def _load_cached(key: str) -> Any:
+    """A database compiled earlier for the same patterns."""
+    path = _cache_file(key)
     try:
         return hyperscan.loadb(path.read_bytes(), mode=hyperscan.HS_MODE_BLOCK) if path else None
     except Exception:  # missing, stale, or built for another CPU: compile again
         return None
 
 
-def _store_cached(expressions: list[bytes], db: Any) -> None:
-    path = _cache_file(expressions)
+def _store_cached(key: str, db: Any) -> None:
+    path = _cache_file(key)
     if path is None:
         return
     try:
@@ -366,21 +562,30 @@ def _store_cached(expressions: list[bytes], db: Any) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _sweep(expressions: tuple[bytes, ...], engine: str) -> _Sweep:
+def _sweep(patterns: tuple[tuple[str, int], ...], json: bool, engine: str) -> _Sweep:
     if engine == "hyperscan":
-        return _HyperscanSweep(list(expressions))
-    return _ReSweep(list(expressions))
+        ident = repr((TRANSLATOR_VERSION, getattr(hyperscan, "__version__", ""), sys.version_info[:2], json, patterns))
+        key = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        return _HyperscanSweep(key, lambda: [e for e, _ in _translate_all(patterns, json=json)])
+    translated = _translate_all(patterns, json=json, literals=True)
+    return _ReSweep([e for e, _ in translated], [lits for _, lits in translated])
 
 
-def _translate_all(patterns: Iterable[tuple[str, int]], *, json: bool) -> tuple[bytes, ...]:
-    out: dict[bytes, None] = {}
+def _translate_all(patterns: Iterable[tuple[str, int]], *, json: bool,
+                   literals: bool = False) -> tuple[tuple[bytes, frozenset[bytes] | None], ...]:
+    out: dict[bytes, frozenset[bytes] | None] = {}
     for pattern, flags in patterns:
         try:
-            out[over_approximation(pattern, flags, json=json)] = None
+            expr = over_approximation(pattern, flags, json=json)
         except (UntranslatablePattern, re.error):
             out[EVERY_LINE] = None
+            continue
+        lits = required_literals(pattern, flags, json=json) if literals else None
+        if expr in out and (out[expr] is None or lits is None):
+            lits = None
+        out[expr] = lits
     out[SPECIAL_JSON if json else SPECIAL_TEXT] = None
-    return tuple(out)
+    return tuple(out.items())
 
 
 def resolve_engine(engine: str = "auto") -> str:
@@ -429,9 +634,9 @@ def build_plan(catalog: Catalog, rules: LineRules, *, engine: str = "auto", regi
     name = resolve_engine(engine)
     json = rules.format == "json"
     patterns = [(p.regex.pattern, p.regex.flags) for p in catalog.patterns]
-    candidates = _sweep(_translate_all(patterns, json=json), name)
+    candidates = _sweep(tuple(patterns), json, name)
     ident = rules.ident_patterns()
-    context = _sweep(_translate_all(ident, json=json), name) if ident else None
+    context = _sweep(tuple(ident), json, name) if ident else None
     return ScanPlan(catalog=catalog, rules=rules, candidates=candidates, context=context, registry=registry)
 
 

@@ -282,3 +282,29 @@ def test_alerts_serve_follows_logs_and_a_kill_9_loses_and_repeats_nothing(tmp_pa
         server.stop()
     assert sorted(db("select integration_id, count(*) from event group by integration_id")) == [
         ("hs-eu", 1), ("pg-main", 1), ("sf-prod", 2)]
+
+
+@pytest.mark.postgres
+def test_tailing_on_postgres_with_64_bit_inodes_and_offsets(make_settings, catalog, clock, logs) -> None:
+    from alerts import storage
+    from alerts.tail import OffsetState, save_offset
+    from tests.peers.postgres import fresh_schema
+
+    with fresh_schema() as url:
+        settings = make_settings(database={"url": url},
+                                 log_sources=[{"name": "taps", "paths": [str(logs / "*.log")], "follow": True}])
+        engine = storage.make_engine(url)
+        storage.upgrade(engine)
+        with storage.session_scope(engine) as s:  # a file on XFS with a large inode, 5 GiB in
+            save_offset(s, OffsetState("/big/old.log", 2**33, 2**40 + 7, 5 * 2**30), now=clock())
+        (logs / "app.log").write_bytes(NOISE + FAIL_SF)
+        tailer = LogTailer(engine=engine, settings=settings, catalog=catalog, clock=clock)
+        try:
+            assert tailer.poll_once() == 1
+        finally:
+            tailer.close()
+        rows = offsets(engine)
+        assert rows["old.log"].inode == 2**40 + 7 and rows["old.log"].offset == 5 * 2**30
+        assert rows["app.log"].offset == len(NOISE + FAIL_SF)
+        assert [(a.integration_id, a.code) for a in alerts(engine)] == [("sf-prod", "invalid_grant")]
+        engine.dispose()
