@@ -821,6 +821,8 @@ class LineScanner:
         found = self._classify(record.texts, ident)
         if found is not None:
             entry, text, provider, auth = found
+            if record.occurred_at is None:  # a traceback's lines carry no time; the line before it did
+                record.occurred_at = self._time_before(buf, ls)
             out.append(Finding(
                 path=self.path or "-",
                 line_no=line_no,
@@ -841,6 +843,21 @@ class LineScanner:
         if record.own is not None:
             self.context = replace(record.own, via="context")
             self._ctx_pos = le + 1
+
+    def _time_before(self, buf: bytes, pos: int, lines: int = 64) -> datetime | None:
+        """The timestamp of the nearest earlier line (in this chunk, at most ``lines`` back) that has one."""
+        parse = self.plan.rules.parse
+        end = pos - 1
+        for _ in range(lines):
+            if end <= 0:
+                return None
+            start = buf.rfind(b"\n", 0, end) + 1
+            if end - start <= MAX_LINE:
+                at = parse(buf[start:end]).occurred_at
+                if at is not None:
+                    return at
+            end = start - 1
+        return None
 
     def _classify(self, texts: list[str], ident: Ident) -> tuple[Any, str, str | None, str | None] | None:
         rules, plan = self.plan.rules, self.plan

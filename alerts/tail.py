@@ -136,6 +136,7 @@ class _File:
     idle: int = 0
     moved: bool = False
     saved: tuple[int, str | None] = field(default=(-1, None))
+    committed: tuple[int, int, Ident | None] = (0, 0, None)  # offset, line number, context in the database
 
     @property
     def key(self) -> tuple[int, int]:
@@ -236,14 +237,20 @@ class LogTailer:
         files = self._files[source.name]
         current = self._expand(source)
         by_path = {path: key for key, (path, _) in current.items()}
+        failed: Exception | None = None
         # Files that left the glob (deleted, or renamed to a name it does not match): read to the end.
         for key in [k for k in files if k not in current]:
-            f = files.pop(key)
+            f = files[key]
             handover = None
             if f.path in by_path:  # rotated by rename: the new file takes over the row, from offset 0
                 new_key = by_path[f.path]
                 handover = OffsetState(f.path, new_key[0], new_key[1], 0)
-            self._read(f, final=True, handover=handover)
+            try:
+                self._read(f, final=True, handover=handover)
+            except Exception as exc:
+                failed = failed or self._rewind(f, exc)
+                continue  # still open: drained again on the next poll
+            files.pop(key)
             self._close(f)
         # Renamed within the glob first, so their rows move before a new file claims the old name.
         for key, (path, _st) in current.items():
@@ -252,13 +259,31 @@ class LogTailer:
         order = sorted(current.items(), key=lambda kv: not (kv[0] in files and files[kv[0]].moved))
         for key, (path, st) in order:
             f = files.get(key)
-            if f is None:
-                try:
+            try:
+                if f is None:
                     f = files[key] = self._discover(source, path, st)
-                except OSError as exc:
-                    log.warning("cannot follow log file", extra={"path": path, "error": exc.strerror or str(exc)})
-                    continue
-            self._read(f, st)
+                self._read(f, st)
+            except OSError as exc:
+                log.warning("cannot follow log file", extra={"path": path, "error": exc.strerror or str(exc)})
+                if f is not None:
+                    self._rewind(f, exc)
+            except Exception as exc:  # the database, most likely
+                if f is None:
+                    failed = failed or exc
+                else:
+                    failed = failed or self._rewind(f, exc)
+        if failed is not None:
+            raise failed
+
+    def _rewind(self, f: _File, exc: Exception) -> Exception:
+        """Forget what was read but not committed: the next poll reads it again."""
+        log.error("log file not ingested; reading it again from the last committed offset",
+                  extra={"path": f.path, "error": type(exc).__name__})
+        offset, line_no, context = f.committed
+        f.scanner = LineScanner(self._plans[f.source.name], path=f.path, offset=offset, line_no=line_no, context=context)
+        f.read_pos = offset
+        f.saved = (-1, None)
+        return exc
 
     def _expand(self, source: LogSource) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
         found: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
@@ -276,8 +301,15 @@ class LogTailer:
 
     def _discover(self, source: LogSource, path: str, st: os.stat_result) -> _File:
         """A file we are not following yet: resume from its saved offset if it is the same file."""
-        plan = self._plans[source.name]
         fd = os.open(path, os.O_RDONLY)
+        try:
+            return self._resume(source, path, st, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _resume(self, source: LogSource, path: str, st: os.stat_result, fd: int) -> _File:
+        plan = self._plans[source.name]
         start, context, skip = 0, None, False
         with Session(self.engine) as session:
             rows = session.exec(select(LogOffset).where(
@@ -298,7 +330,8 @@ class LogTailer:
             start = os.fstat(fd).st_size
             skip = start > 0 and os.pread(fd, 1, start - 1) != b"\n"
         scanner = LineScanner(plan, path=path, offset=start, context=context, skip_partial=skip)
-        f = _File(source=source, path=path, device=st.st_dev, inode=st.st_ino, scanner=scanner, read_pos=start, fd=fd)
+        f = _File(source=source, path=path, device=st.st_dev, inode=st.st_ino, scanner=scanner, read_pos=start, fd=fd,
+                  committed=(start, 0, context))
         log.info("following log file", extra={"source": source.name, "path": path, "offset": start,
                                               "resumed": resumed})
         return f
@@ -374,6 +407,7 @@ class LogTailer:
         ingest_findings(self.engine, findings, settings=self.settings, catalog=self.catalog, now=self.clock(),
                         offsets=offsets, forget=[f.path] if forget else [])
         f.saved, f.moved = key, False
+        f.committed = (state.offset, f.scanner.line_no, state.context)
         self.findings += len(findings)
         for finding in findings:
             log.info("authentication failure in log", extra={

@@ -273,3 +273,16 @@ def test_plain_gzip_and_stdin_streams(tmp_path: Path, catalog: Catalog) -> None:
         with open_input(str(path)) as stream:
             results.append(summary(scan_stream(stream, plan, path="tap.log", chunk=10_000)))
     assert results[0] == results[1] == reference(data, catalog, path="tap.log")
+
+
+def test_a_traceback_takes_the_time_and_integration_of_the_lines_before_it(catalog: Catalog) -> None:
+    data = (b"[2024-05-01, 12:00:00 UTC] {taskinstance.py:1103} INFO - Dependencies all met for "
+            b"dep_context=non-requeueable deps ti=<TaskInstance: gsheets_sync.extract manual__x [queued]>\n"
+            b"[2024-05-01, 12:00:03 UTC] {taskinstance.py:1937} ERROR - Task failed with exception\n"
+            b"Traceback (most recent call last):\n"
+            b'  File "/opt/airflow/dags/gsheets.py", line 12, in extract\n'
+            b"google.auth.exceptions.RefreshError: ('invalid_grant: Token has been expired or revoked.', {})\n")
+    for engine in ENGINES:
+        [f], _ = scan_bytes(data, catalog, engine=engine)
+        assert (f.line_no, f.integration_id, f.via, f.code) == (5, "gsheets_sync", "context", "invalid_grant")
+        assert f.occurred_at.isoformat() == "2024-05-01T12:00:03+00:00"

@@ -188,8 +188,8 @@ def test_offset_and_events_commit_together_or_not_at_all(make_tailer, logs, engi
         tailer.poll_once()
     assert events(engine) == [] and offsets(engine) == {}  # the first event was rolled back with the offset
     monkeypatch.setattr(tail, "apply_event", real)
-    assert make_tailer().poll_once() == 2
-    assert len(events(engine)) == 2
+    assert tailer.poll_once() == 2  # the same tailer reads again what it could not commit
+    assert len(events(engine)) == 2 and offsets(engine)["app.log"].offset == log.stat().st_size
 
 
 def test_new_files_matching_the_glob_are_picked_up_and_gz_is_not_followed(make_tailer, logs, engine) -> None:
@@ -308,3 +308,29 @@ def test_tailing_on_postgres_with_64_bit_inodes_and_offsets(make_settings, catal
         assert rows["app.log"].offset == len(NOISE + FAIL_SF)
         assert [(a.integration_id, a.code) for a in alerts(engine)] == [("sf-prod", "invalid_grant")]
         engine.dispose()
+
+
+def test_a_failed_commit_while_draining_a_rotated_file_is_retried(make_tailer, logs, engine, monkeypatch) -> None:
+    from alerts import tail
+
+    log = logs / "app.log"
+    log.write_bytes(NOISE)
+    tailer = make_tailer()
+    tailer.poll_once()
+    append(log, FAIL_SF + FAIL_HS.rstrip(b"\n"))
+    os.rename(log, logs / "app.log.1")
+    log.write_bytes(NOISE)
+    real, failures_left = tail.apply_event, [1]
+
+    def flaky(session, event, **kw):
+        if failures_left and failures_left.pop():
+            raise RuntimeError("database is locked")
+        return real(session, event, **kw)
+
+    monkeypatch.setattr(tail, "apply_event", flaky)
+    with pytest.raises(RuntimeError):
+        tailer.poll_once()
+    assert events(engine) == []
+    assert tailer.poll_once() == 2  # the old file, still open, is drained again
+    assert sorted(failures(engine)) == [("hs-eu", "access_token_expired"), ("sf-prod", "invalid_grant")]
+    assert offsets(engine)["app.log"].inode == log.stat().st_ino
