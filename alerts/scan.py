@@ -54,7 +54,7 @@ from alerts.sources.logs import MAX_LINE, Ident, LineRules, derived_provider
 try:  # x86-64 wheels only; the pure-re engine gives the same findings, slower
     import hyperscan
 except ImportError:  # pragma: no cover - depends on the platform
-    hyperscan = None
+    hyperscan = None  # type: ignore[assignment]
 
 __all__ = [
     "CHUNK",
@@ -954,7 +954,7 @@ def open_input(path: str) -> BinaryIO:
             raw = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
         except OSError as exc:
             raise InputError(f"{path}: {exc.strerror or exc}") from None
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, buffer_size=CHUNK)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, buffer_size=CHUNK)  # type: ignore[arg-type,type-var]
     if buffered.peek(2)[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     return buffered  # type: ignore[return-value]

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, delete, select
+from sqlmodel import Session, col, delete, select
 
 from alerts.catalog import Catalog
 from alerts.config import LogSource, Settings
@@ -87,7 +87,7 @@ def ingest_findings(
                 event.occurred_at = now  # a clock ahead of ours, or a naive time read in the wrong zone
             apply_event(session, event, settings=settings, catalog=catalog, now=now, result=result)
         for path in forget:
-            session.exec(delete(LogOffset).where(LogOffset.path == path))  # type: ignore[call-overload]
+            session.exec(delete(LogOffset).where(col(LogOffset.path) == path))  # type: ignore[call-overload]
         for state in offsets:
             save_offset(session, state, now=now)
     return result
@@ -96,7 +96,7 @@ def ingest_findings(
 def save_offset(session: Session, state: OffsetState, *, now: datetime) -> None:
     # The same file under another name (it was renamed) gives its row up to this one.
     session.exec(delete(LogOffset).where(  # type: ignore[call-overload]
-        LogOffset.device == state.device, LogOffset.inode == state.inode, LogOffset.path != state.path))
+        col(LogOffset.device) == state.device, col(LogOffset.inode) == state.inode, col(LogOffset.path) != state.path))
     row = session.exec(select(LogOffset).where(LogOffset.path == state.path)).first()
     if row is None:
         row = LogOffset(path=state.path)
@@ -258,7 +258,7 @@ class LogTailer:
                 files[key].path, files[key].moved = path, True
         order = sorted(current.items(), key=lambda kv: not (kv[0] in files and files[kv[0]].moved))
         for key, (path, st) in order:
-            f = files.get(key)
+            f = files.get(key)  # type: ignore[assignment]
             try:
                 if f is None:
                     f = files[key] = self._discover(source, path, st)
