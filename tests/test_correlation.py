@@ -1,0 +1,106 @@
+"""One cause, many integrations: failures sharing an authorizing user (or account) and a code within the
+correlation window produce one Slack message and one email naming them all (test clock, real peers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helpers import alerts, notifications, run_worker_once
+from tests.peers.slack import TOKEN, SlackPeer
+from tests.peers.smtp import SmtpPeer
+
+ALICE = "alice@example.com"
+
+
+@pytest.fixture
+def peers(clock):
+    slack, smtp = SlackPeer(clock=clock).start(), SmtpPeer().start()
+    yield slack, smtp
+    slack.stop()
+    smtp.stop()
+
+
+@pytest.fixture
+def client(make_client, make_settings, peers):
+    slack, smtp = peers
+    return make_client(make_settings(
+        slack={"bot_token": TOKEN, "base_url": slack.base_url, "allow_loopback_base_url": True},
+        email={"host": "127.0.0.1", "port": smtp.port, "starttls": False, "from_addr": "alerts@example.com"},
+        receivers=[{"name": "team", "slack": {"channel": "#data-alerts"}, "email": {"to": ["oncall@example.com"]}}],
+        links={"reauthorize": "https://etl.example.com/connections/{integration_id}/reauthorize"},
+        alerting={"group_wait": "0s"},
+        correlation={"window": "2m"},
+    ))
+
+
+def fail(client, iid: str, **kw: Any) -> None:
+    body = {"integration_id": iid, "provider": kw.pop("provider", "google"),
+            "error": kw.pop("error", "invalid_grant: Token has been expired or revoked."), **kw}
+    assert client.post("/v1/events", json=body).status_code == 202
+
+
+def top_level(slack: SlackPeer) -> list[dict]:
+    return [m for m in slack.messages if not m.get("thread_ts")]
+
+
+def test_burst_sharing_authorized_by_sends_one_message(client, peers, clock) -> None:
+    slack, smtp = peers
+    engine = client.app.state.engine
+    for i in range(5):
+        fail(client, f"ga-{i}", authorized_by=ALICE, integration_name=f"Google Ads {i}")
+        clock.advance(seconds=10)
+    fail(client, "pg-1", provider="postgres", error='FATAL:  password authentication failed for user "etl"')
+    run_worker_once(client.app)
+    assert [("pg-1" in m["text"]) for m in top_level(slack)] == [True]  # the group waits out its window
+    clock.advance(minutes=2)
+    run_worker_once(client.app)
+
+    posts = top_level(slack)
+    assert len(posts) == 2  # the group, and the unrelated failure on its own
+    group = next(m for m in posts if "5 integrations" in m["text"])
+    assert "authorized by alice@example.com" in group["text"]
+    blob = str(group["blocks"])
+    for i in range(5):
+        assert f"Google Ads {i}" in blob and f"https://etl.example.com/connections/ga-{i}/reauthorize" in blob
+    assert "de-authorized or the user's password changed" in blob
+    assert any("pg-1" in m["text"] for m in posts)
+
+    subjects = sorted(m.message["Subject"] for m in smtp.messages)
+    assert len(subjects) == 2
+    assert any(s.startswith("[FIRING] 5 integrations authorized by alice@example.com") for s in subjects)
+    mail = next(m.message for m in smtp.messages if "5 integrations" in m.message["Subject"])
+    text = mail.get_body(("plain",)).get_content()
+    assert all(f"https://etl.example.com/connections/ga-{i}/reauthorize" in text for i in range(5))
+
+    # every integration keeps its own alert, and resolves on its own
+    assert len([a for a in alerts(engine) if a.integration_id.startswith("ga-")]) == 5
+    client.post("/v1/events", json={"integration_id": "ga-3", "status": "succeeded"})
+    assert {a.integration_id: a.state for a in alerts(engine)}["ga-3"] == "resolved"
+
+
+def test_late_member_joins_the_thread_not_a_new_post(client, peers, clock) -> None:
+    slack, _ = peers
+    fail(client, "ga-0", authorized_by=ALICE)
+    fail(client, "ga-1", authorized_by=ALICE)
+    clock.advance(minutes=3)
+    run_worker_once(client.app)
+    assert len(top_level(slack)) == 1
+    clock.advance(minutes=10)
+    fail(client, "ga-2", authorized_by=ALICE)  # after the window
+    run_worker_once(client.app)
+    assert len(top_level(slack)) == 1
+    replies = [m for m in slack.messages if m.get("thread_ts")]
+    assert len(replies) == 1 and "3 integrations" in replies[0]["text"]
+    kinds = [(n.kind, n.channel) for n in notifications(client.app.state.engine) if n.channel == "slack"]
+    assert kinds == [("firing", "slack"), ("updated", "slack")]
+
+
+def test_a_single_failure_with_a_key_is_a_normal_message(client, peers, clock) -> None:
+    slack, _ = peers
+    fail(client, "ga-0", authorized_by=ALICE, integration_name="Google Ads")
+    clock.advance(minutes=2)
+    run_worker_once(client.app)
+    [post] = top_level(slack)
+    assert "Google Ads" in post["text"] and "integrations" not in post["text"]
