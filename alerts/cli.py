@@ -42,17 +42,20 @@ def fail(message: str, code: int = 2) -> None:
 
 def settings_from(config: Path | None) -> Settings:
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except ConfigError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
+    if settings.catalog.entries or settings.catalog.disable:
+        catalog_from(settings)  # a broken user pattern stops every command, not just the ones that classify
+    return settings
 
 
 def catalog_from(settings: Settings) -> Catalog:
     try:
         return load_catalog(settings.catalog.entries, settings.catalog.disable)
-    except CatalogError as exc:
-        err.print(f"config error: catalog: {exc}", markup=False)
+    except CatalogError as exc:  # names the entry and key: catalog.entries[x].patterns[0].regex: ...
+        err.print(f"config error: {exc}", markup=False)
         raise typer.Exit(2) from None
 
 
@@ -131,7 +134,10 @@ def explain(
     if result["code"] is None:
         out.print("Not an authentication failure: no alert would be raised.")
         return
-    out.print(f"[bold]{result['title']}[/bold] ({result['code']}, {result['severity']})")
+    from rich.markup import escape as _escape
+
+    refines = f", refines {result['base_code']}" if result["base_code"] != result["code"] else ""
+    out.print(f"[bold]{_escape(result['title'])}[/bold] ({result['code']}{refines}, {result['severity']})")
     out.print(f"  Cause:    {result['cause']}", markup=False)
     out.print(f"  Solution: {result['solution']}", markup=False)
     out.print(f"  Action:   {result['action']}", markup=False)
@@ -148,7 +154,8 @@ def explain_one(catalog: Catalog, text: str, provider: str | None, auth_method: 
     if found is None:
         return {"code": None, "base_code": None, "title": None, "cause": None, "solution": None, "action": None,
                 "severity": None, "matched": None}
-    result = found.entry.public(auth_method)
+    # the remediation for the integration's auth method, or its provider's usual one
+    result = found.entry.public(auth_method or catalog.default_auth.get(catalog.canonical_provider(provider) or ""))
     m = found.match
     result["matched"] = {"provider": m.provider, "start": m.start, "end": m.end, "text": m.text} if m else None
     return result
@@ -320,12 +327,20 @@ def catalog(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     if as_json:
         out.print(json.dumps({"entries": entries}, indent=2), markup=False)
         return
-    table = Table(header_style="bold", show_lines=False)
-    for col in ("code", "refines", "severity", "action", "title", "patterns"):
-        table.add_column(col)
+    from rich.text import Text
+
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for col in ("code", "severity", "action"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("cause", ratio=1)
+    table.add_column("patterns", justify="right", no_wrap=True)
+    finer: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        table.add_row(e["code"], e["refines"] or "", e["severity"], e["action"], e["title"], str(len(e["patterns"])))
-    out.print(table)
+        finer.setdefault(e["refines"] or "", []).append(e)
+    for base in finer.get("", []):  # each base code, with the finer codes that refine it beneath
+        for e, code in [(base, base["code"])] + [(f, "  └ " + f["code"]) for f in finer.get(base["code"], [])]:
+            table.add_row(*(Text(v) for v in (code, e["severity"], e["action"], e["cause"], str(len(e["patterns"])))))
+    (out if out.is_terminal else Console(highlight=False, width=120)).print(table)  # pipes get room too
 
 
 @silence_app.command("add")

@@ -299,7 +299,8 @@ def catalog_public(catalog: Catalog) -> list[dict[str, Any]]:
     for e in catalog.entries.values():
         item = e.public()
         item.update({"refines": e.refines, "docs": e.docs, "causes": list(e.causes), "remediation": e.remediation,
-                     "patterns": [{"provider": p.provider, "regex": p.regex.pattern, "auth_method": p.auth_method}
+                     "patterns": [{"provider": p.provider, "regex": p.regex.pattern, "auth_method": p.auth_method,
+                                   "strict": p.strict, "weak": p.weak}
                                   for p in catalog.patterns if p.code == e.code]})
         out.append(item)
     return out
