@@ -11,8 +11,12 @@ this module only loads it and matches text against it::
 
 How a text is classified:
 
-1. One search of a combined expression of every pattern answers "could anything match?". Most log
-   lines are not authentication failures and cost exactly this one search.
+1. One prefilter pass over the text answers "which patterns and excludes could match?" — hyperscan
+   over all of them at once for ASCII text (built in the background after ``HYPERSCAN_AFTER`` texts,
+   or by :meth:`Catalog.prepare`), else literal anchors read off each regex. Most log lines are not
+   authentication failures and cost exactly this pass; only candidates are searched with ``re``.
+   (One ``re`` alternation of every pattern, the obvious prefilter, costs more than searching each
+   pattern in turn: Python's ``re`` tries every branch at every position.)
 2. Any ``[[exclude]]`` match (rate limits, IP allow-lists, clock skew …) vetoes the text.
 3. The best matching pattern wins. Patterns are ranked, once per (provider, auth method), by
 
@@ -44,11 +48,11 @@ from alerts.models import BASE_CODES, CatalogEntry, Classification, Match, Sever
 try:  # the log scanner's matcher, and classify's prefilter where it is installed (x86-64)
     import hyperscan
 except ImportError:  # pragma: no cover - other platforms fall back to the pure-Python prefilter
-    hyperscan = None
+    hyperscan = None  # type: ignore[assignment]
 
 try:  # Python 3.11+: the parser behind ``re`` (used to refuse what hyperscan cannot compile)
-    from re import _constants as _sre_c
-    from re import _parser as _sre_p
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_p  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - older layouts
     import sre_constants as _sre_c  # type: ignore[no-redef]
     import sre_parse as _sre_p  # type: ignore[no-redef]
