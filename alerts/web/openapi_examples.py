@@ -105,6 +105,7 @@ EXAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("get", "/v1/tokens"): ("200", JSON, {"tokens": [TOKEN]}),
     ("get", "/healthz"): ("200", JSON, {"status": "ok"}),
     ("get", "/readyz"): ("200", JSON, {"status": "ready"}),
+    ("post", "/v1/slack/actions"): ("200", "text/plain", ""),  # Slack wants an empty 200 within 3 s
     ("get", "/metrics"): ("200", "text/plain", '# TYPE alerts_webhook_refusals_total counter\n'
                           'alerts_webhook_refusals_total{reason="bad_signature",source="fivetran"} 3.0\n'),
 }
