@@ -135,9 +135,25 @@ class SlackSettings(Section):
     bot_token: SecretStr | None = None
     webhook_url: SecretStr | None = None
     signing_secret: SecretStr | None = None
+    team_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,32}$")] | None = None  # only this workspace's clicks
+    tolerance: Duration = timedelta(seconds=300)  # interactivity requests: allowed clock difference
     base_url: HttpUrl = "https://slack.com/api"
     allow_loopback_base_url: bool = False
     timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v: timedelta) -> timedelta:
+        if not 60 <= v.total_seconds() <= 900:
+            raise ValueError("tolerance must be between 60s and 15m")
+        return v
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _secret_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < 24:
+            raise ValueError("signing_secret is shorter than 24 bytes (Slack's is 32 hex characters)")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SlackSettings:
@@ -157,6 +173,12 @@ class SlackSettings(Section):
     @property
     def configured(self) -> bool:
         return self.bot_token is not None or self.webhook_url is not None
+
+    @property
+    def interactive(self) -> bool:
+        """Messages carry Acknowledge / Silence buttons only when clicks can be verified."""
+        return self.signing_secret is not None
+
 
 
 class EmailSettings(Section):

@@ -44,6 +44,7 @@ class Kind(enum.StrEnum):
     updated = "updated"
     resolved = "resolved"
     digest = "digest"
+    action = "action"  # someone acted on the alert (a Slack button): its message is updated in place
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -163,7 +163,10 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, *, user_dir: str | None = None) -> None:
+    """``interactive``: Slack alert messages carry the Acknowledge / Silence 24 h buttons (only when a
+    signing secret lets ``POST /v1/slack/actions`` verify the clicks)."""
+
+    def __init__(self, *, user_dir: str | None = None, interactive: bool = False) -> None:
         self.slack_env = _common(
             jinja2.Environment(
                 loader=_loader(user_dir),
@@ -176,6 +179,7 @@ class Renderer:
         )
         self.slack_env.globals["link"] = slack_link
         self.slack_env.globals["url"] = slack_url
+        self.slack_env.globals["interactive"] = interactive
         self.slack_env.filters["code"] = slack_code
         self.html_env = _common(
             jinja2.Environment(loader=_loader(user_dir), autoescape=True, undefined=jinja2.StrictUndefined)

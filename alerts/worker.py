@@ -24,7 +24,7 @@ from alerts.channels.mime import message_domain
 from alerts.channels.slack import SlackChannel
 from alerts.config import Settings
 from alerts.fivetran_links import FreshLinks
-from alerts.models import DeliveryStatus, Kind, as_utc, utcnow
+from alerts.models import AlertState, DeliveryStatus, Kind, as_utc, utcnow
 from alerts.render import Rendered, Renderer, alert_data, with_delivery_note
 from alerts.storage import Alert, Notification, session_scope
 
@@ -56,7 +56,7 @@ class Worker:
         self.engine = engine
         self.settings = settings
         self.catalog = catalog
-        self.renderer = renderer or Renderer(user_dir=settings.templates.dir)
+        self.renderer = renderer or Renderer(user_dir=settings.templates.dir, interactive=settings.slack.interactive)
         self.channels = channels if channels is not None else build_channels(settings, clock=clock)
         self.clock = clock
         self.wake = asyncio.Event()
@@ -193,13 +193,14 @@ class Worker:
                         Notification.kind == Kind.firing.value,
                     ).order_by(Notification.id)
                 ).first()
-            if alert is not None and alert.silenced:
+            superseded = _superseded(alert, row.kind)
+            if superseded is not None:
                 # Silenced alerts send nothing at all; the end of the silence sends one message.
                 db_row = session.get(Notification, row.id)
                 if db_row is not None:
                     db_row.status = DeliveryStatus.cancelled
                     db_row.lease_until = None
-                    db_row.last_error = "alert silenced"
+                    db_row.last_error = superseded
                 return None
             payload = row.payload
             if payload is None:
@@ -250,3 +251,13 @@ class Worker:
     async def aclose(self) -> None:
         for ch in self.channels.values():
             await ch.aclose()
+
+def _superseded(alert: Alert | None, kind: str) -> str | None:
+    """Why a row must not be sent any more, or ``None``. A silenced alert sends nothing, except the
+    ``action`` row that shows who silenced it; an ``action`` row of a since-resolved alert would
+    overwrite the "resolved" message."""
+    if alert is None:
+        return None
+    if kind == Kind.action:
+        return "alert resolved" if alert.state == AlertState.resolved else None
+    return "alert silenced" if alert.silenced else None

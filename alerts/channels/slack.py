@@ -4,8 +4,10 @@ or an incoming webhook through ``AsyncWebhookClient``.
 Threading (bot token only): an alert's first message is posted to the receiver's channel and its
 ``channel:ts`` becomes the notification's ``external_ref``. Reminders and ``updated`` messages are
 replies in that thread (``updated`` is also broadcast to the channel); ``resolved`` updates the
-original message in place (``chat.update``) and replies in the thread. A webhook cannot thread or
-update, so there every message is a new one.
+original message in place (``chat.update``) and replies in the thread. An ``action`` row (someone
+clicked Acknowledge or Silence 24 h, see :mod:`alerts.web.slack_actions`) only updates the message
+named by its target's ``update_ref`` (``channel:ts``) in place and posts nothing. A webhook cannot
+thread or update, so there every message is a new one (and ``action`` rows fail: nothing to update).
 
 Outcomes (R2.4), decided by :func:`classify` and tested as a table over every status 100–599::
 
@@ -220,6 +222,8 @@ class SlackChannel:
 
     async def _send_api(self, session: Any, message: Outgoing) -> str:
         client = self._client(session)
+        if message.kind == Kind.action:
+            return await self._update_in_place(client, message)
         payload = message.rendered.slack
         key = message.idempotency_key
         thread_channel, thread_ts = _split_ref(message.thread_ref)
@@ -263,6 +267,23 @@ class SlackChannel:
         if not in_thread:
             self.channel_ids[channel.lstrip("#")] = cid
         return f"{cid}:{ts}"
+
+    async def _update_in_place(self, client: AsyncWebClient, message: Outgoing) -> str:
+        """``chat.update`` of the message an ``action`` row names; a message Slack no longer lets us edit
+        (deleted, too old) is logged and left alone: there is nothing to retry."""
+        channel, ts = _split_ref(str(message.address.get("update_ref") or "") or message.thread_ref)
+        if channel is None or ts is None:
+            raise DeliveryError("slack: no message to update (its post was not recorded)", retryable=False)
+        payload = message.rendered.slack
+        try:
+            await self._call(client, "chat.update", channel=channel, ts=ts, text=payload.get("text", ""),
+                             blocks=payload.get("blocks", []))
+        except DeliveryError as exc:
+            if exc.retryable or not any(code in exc.reason for code in _UPDATE_SOFT):
+                raise
+            log.warning("slack: message not updated", extra={"notification_id": message.notification_id,
+                                                             "alert_id": message.alert_id, "error": exc.reason})
+        return f"{channel}:{ts}"
 
     async def _find_posted(self, client: AsyncWebClient, message: Outgoing, *, channel: str,
                            thread_ts: str | None) -> str | None:
@@ -319,6 +340,9 @@ class SlackChannel:
 
     async def _send_webhook(self, session: Any, message: Outgoing) -> str:
         assert self.settings.webhook_url is not None
+        if message.kind == Kind.action:
+            raise DeliveryError("slack: an incoming webhook cannot update a message; set [slack] bot_token",
+                                retryable=False)
         client = AsyncWebhookClient(
             url=self.settings.webhook_url.get_secret_value(),
             timeout=int(self.timeout),

@@ -152,6 +152,9 @@ def create_app(
     app.include_router(stitch_routes.router)  # /v1/webhooks/stitch/{token}: post-load webhooks
     app.include_router(silences.router)
     app.include_router(dashboard.router)
+    from alerts.web.slack_actions import router as slack_actions_router
+
+    app.include_router(slack_actions_router)  # /v1/slack/actions: Slack buttons (signed, after install_webhooks)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics_endpoint() -> PlainTextResponse:
