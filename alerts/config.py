@@ -90,6 +90,7 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch: int = Field(1000, ge=1, le=100_000)
     request_timeout: Duration = timedelta(seconds=10)
+    session_secret: SecretStr | None = None
 
     def base_url(self) -> str:
         if self.public_url:
@@ -178,7 +179,6 @@ class SlackSettings(Section):
     def interactive(self) -> bool:
         """Messages carry Acknowledge / Silence buttons only when clicks can be verified."""
         return self.signing_secret is not None
-
 
 
 class EmailSettings(Section):
@@ -543,6 +543,63 @@ class LogSource(Section):
         return v
 
 
+class Digest(Section):
+    """A scheduled email summary: what is broken, what is new and what was fixed since the last one."""
+
+    name: str
+    schedule: str = "0 8 * * 1-5"  # cron, in ``timezone``
+    timezone: str = "UTC"
+    to: list[EmailAddr] = []
+    match: dict[str, str | list[str]] = {}  # like a route's matchers
+    include_resolved: bool = True
+    skip_if_empty: bool = True
+    per_owner: bool = False  # also send each integration owner a digest of only their integrations
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(v):
+            raise ValueError(f"not a cron expression: {v!r} (e.g. '0 8 * * 1-5')")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {v!r} (e.g. 'Europe/Berlin')") from None
+        return v
+
+
+class TokenProvider(Section):
+    """Per-provider override of what the catalog knows about refresh-token lifetimes."""
+
+    warn_before: list[Duration] | None = None
+    lifetime: Duration | None = None
+    basis: Literal["issued", "last_used"] = "issued"
+
+
+class TokenSettings(Section):
+    """Refresh-token expiry warnings (``POST /v1/tokens``)."""
+
+    warn_before: list[Duration] = [timedelta(days=7), timedelta(days=1)]
+    providers: dict[str, TokenProvider] = {}
+
+
+class CorrelationSettings(Section):
+    """One message for several integrations that fail together for one likely cause."""
+
+    enabled: bool = True
+    keys: list[Literal["authorized_by", "account_id"]] = ["authorized_by", "account_id"]
+    provider_wide: bool = False  # also correlate every failure of one provider (opt-in: noisy)
+    window: Duration = timedelta(minutes=1)  # like group_wait: members arriving inside it share the first message
+
+
 class Settings(BaseSettings):
     """Everything ``alerts`` can be told. See ``config.example.toml`` for each key."""
 
@@ -563,14 +620,17 @@ class Settings(BaseSettings):
     routes: list[Route] = []
     integrations: list[Integration] = []
     links: LinkSettings = LinkSettings()
-    stitch: StitchSettings = StitchSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     fivetran: FivetranSettings = FivetranSettings()
+    stitch: StitchSettings = StitchSettings()
     outbox: OutboxSettings = OutboxSettings()
     templates: TemplateSettings = TemplateSettings()
     log: LogSettings = LogSettings()
     catalog: CatalogSettings = CatalogSettings()
     log_sources: list[LogSource] = []
+    digests: list[Digest] = []
+    tokens: TokenSettings = TokenSettings()
+    correlation: CorrelationSettings = CorrelationSettings()
 
     config_path: str | None = Field(None, exclude=True)
 

@@ -331,6 +331,7 @@ def alert_data(
         "dashboard_url": dashboard_url,
         "alert_url": f"{dashboard_url}/alerts/{alert.id}",
         "now": as_utc(now),
+        "group": None,  # set by the worker when this alert leads several failing together
     }
 
 

@@ -23,7 +23,8 @@ class FileSink:
             self.directory.mkdir(parents=True, exist_ok=True)
             stem = self.directory / str(message.notification_id)
             payload = dict(message.rendered.slack)
-            _atomic_write(stem.with_suffix(".json"), json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+            if payload:  # digests are email only
+                _atomic_write(stem.with_suffix(".json"), json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
             email = build_email(
                 message.rendered,
                 from_addr=self.from_addr,

@@ -26,6 +26,7 @@ from sqlmodel import select
 from alerts import ingest
 from alerts.durations import humanize
 from alerts.models import AlertState, Severity, as_utc
+from alerts.render import ACTION_LABEL
 from alerts.storage import Alert, Notification, session_scope
 from alerts.web.api import alert_public, notification_public
 from alerts.web.problems import Problem
@@ -128,6 +129,7 @@ def _view(alert: Alert, catalog: Any, now: datetime) -> dict[str, Any]:
         data["time_to_fix"] = humanize(as_utc(alert.resolved_at) - as_utc(alert.first_seen))
         data["resolved_ago"] = humanize(now - as_utc(alert.resolved_at))
     data["display_name"] = alert.integration_name or alert.integration_id
+    data["action_label"] = ACTION_LABEL.get(data["remediation"]["action"], "Fix it") if data["remediation"] else "Fix it"
     return data
 
 
