@@ -82,8 +82,11 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default: server.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: server.port).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes sharing the port and the database.")] = 1,
 ) -> None:
-    """Run the API, webhooks, dashboard and delivery worker in one process."""
+    """Run the API, webhooks, dashboard and delivery worker in one process (or --workers N)."""
+    import os
+
     import uvicorn
 
     from alerts.jsonlog import setup_logging
@@ -96,16 +99,16 @@ def serve(
         settings.server.port = port
     setup_logging(settings.log.level, settings.log.format)
     catalog_from(settings)
-    application = create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=5,
-        server_header=False,
-    )
+    common = {"host": settings.server.host, "port": settings.server.port, "log_config": None, "access_log": False,
+                  "timeout_keep_alive": 5, "server_header": False}
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Several processes: migrate once here, then each process builds its app from the same config.
+    engine_from(settings).dispose()
+    if settings.config_path:
+        os.environ["ALERTS_CONFIG"] = str(Path(settings.config_path).resolve())
+    uvicorn.run("alerts.web.app:app_from_environment", factory=True, workers=workers, **common)
 
 
 @app.command()
@@ -183,6 +186,34 @@ def _explain_lines(catalog: Catalog, path: Path, *, default_provider: str | None
             out.print(json.dumps(result), markup=False)
 
 
+@app.command()
+def scan(
+    paths: Annotated[list[str], typer.Argument(help="Log files to scan; - for stdin; .gz read transparently.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="text or json (default: the [[log_sources]] entry "
+                                                              "matching the path, else sniffed).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finding.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; ingest nothing.")] = False,
+    source: Annotated[str | None, typer.Option(help="Read every path with this [[log_sources]] entry's rules.")] = None,
+    integration: Annotated[str | None, typer.Option(help="Every finding belongs to this integration id.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Provider hint for these logs.")] = None,
+    auth_method: Annotated[str | None, typer.Option("--auth-method", help="oauth2, api_key or basic.")] = None,
+    engine: Annotated[str, typer.Option(help="Matcher: auto, hyperscan or re (same findings).")] = "auto",
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
+                                                  help="Progress bar (default: when stderr is a terminal).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Find authentication failures in log files; ingest them like webhook events (unless --dry-run)."""
+    from alerts import scan_cli
+
+    if fmt not in (None, "text", "json"):
+        fail("--format must be text or json")
+    if auth_method not in (None, "oauth2", "api_key", "basic"):
+        fail("--auth-method must be oauth2, api_key or basic")
+    scan_cli.run(paths, fmt=fmt, as_json=as_json, dry_run=dry_run, source_name=source, integration=integration,
+                 provider=provider, auth_method=auth_method, engine_name=engine, config=config,
+                 show_progress=progress)
+
+
 @app.command("ingest-email")
 def ingest_email_cmd(
     files: Annotated[list[Path], typer.Argument(help="Stitch notification emails: .eml files or mbox folders.")],
@@ -213,34 +244,6 @@ def ingest_email_cmd(
               f"error(s), {data['skipped']} skipped; {data['accepted']} stored, {data['duplicates']} already seen"
               + (f"; alerts {', '.join(map(str, data['alert_ids']))}" if data["alert_ids"] else "")
               + (" (dry run: nothing stored)" if dry_run else ""), markup=False)
-
-
-@app.command()
-def scan(
-    paths: Annotated[list[str], typer.Argument(help="Log files to scan; - for stdin; .gz read transparently.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="text or json (default: the [[log_sources]] entry "
-                                                              "matching the path, else sniffed).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finding.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; ingest nothing.")] = False,
-    source: Annotated[str | None, typer.Option(help="Read every path with this [[log_sources]] entry's rules.")] = None,
-    integration: Annotated[str | None, typer.Option(help="Every finding belongs to this integration id.")] = None,
-    provider: Annotated[str | None, typer.Option(help="Provider hint for these logs.")] = None,
-    auth_method: Annotated[str | None, typer.Option("--auth-method", help="oauth2, api_key or basic.")] = None,
-    engine: Annotated[str, typer.Option(help="Matcher: auto, hyperscan or re (same findings).")] = "auto",
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress",
-                                                  help="Progress bar (default: when stderr is a terminal).")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Find authentication failures in log files; ingest them like webhook events (unless --dry-run)."""
-    from alerts import scan_cli
-
-    if fmt not in (None, "text", "json"):
-        fail("--format must be text or json")
-    if auth_method not in (None, "oauth2", "api_key", "basic"):
-        fail("--auth-method must be oauth2, api_key or basic")
-    scan_cli.run(paths, fmt=fmt, as_json=as_json, dry_run=dry_run, source_name=source, integration=integration,
-                 provider=provider, auth_method=auth_method, engine_name=engine, config=config,
-                 show_progress=progress)
 
 
 @app.command("list")
@@ -424,6 +427,74 @@ def silence_expire(silence_id: Annotated[int, typer.Argument(help="Silence id.")
     except Problem as exc:
         fail(exc.detail, 1)
     out.print(f"silence {silence_id} expired")
+
+
+@app.command()
+def digest(
+    name: Annotated[str | None, typer.Option("--name", help="Which [[digests]] entry (default: the only one).")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Render to the terminal and an HTML file; send nothing.")] = False,
+    send_now: Annotated[bool, typer.Option("--send-now", help="Send it now (the scheduled one still goes out).")] = False,
+    owner: Annotated[str | None, typer.Option(help="Preview the per-owner digest of this address.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Preview or send an email digest (works on the configured database; no server needed)."""
+    import asyncio
+
+    from alerts import digest as digests
+    from alerts.render import Renderer
+    from alerts.worker import Worker
+
+    settings = settings_from(config)
+    catalog = catalog_from(settings)
+    if not settings.digests:
+        fail("no [[digests]] are configured")
+    if name is None:
+        if len(settings.digests) > 1:
+            fail("several digests are configured: choose one with --name " + ", ".join(d.name for d in settings.digests))
+        chosen = settings.digests[0]
+    else:
+        matches = [d for d in settings.digests if d.name == name]
+        if not matches:
+            fail(f"no digest named {name!r} (configured: {', '.join(d.name for d in settings.digests)})")
+        chosen = matches[0]
+    if preview == send_now:
+        fail("choose one of --preview or --send-now")
+    engine = engine_from(settings)
+    renderer = Renderer(user_dir=settings.templates.dir)
+    if preview:
+        rendered = digests.preview(engine, chosen, settings=settings, catalog=catalog, renderer=renderer, now=_now(),
+                                   owner=owner)
+        path = Path("var") / f"digest-{chosen.name}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered.html, encoding="utf-8")
+        out.print(f"Subject: {rendered.subject}\n", markup=False)
+        out.print(rendered.text, markup=False)
+        out.print(f"HTML written to {path}", markup=False)
+        return
+    n = digests.send_now(engine, chosen, settings=settings, catalog=catalog, renderer=renderer, now=_now())
+    if n == 0:
+        out.print("Nothing to send: the digest is empty (skip_if_empty) or has no recipients.")
+        return
+    worker = Worker(engine=engine, settings=settings, catalog=catalog, renderer=renderer)
+
+    async def deliver() -> int:
+        try:
+            return await worker.deliver_due()
+        finally:
+            await worker.aclose()
+
+    asyncio.run(deliver())
+    from alerts.storage import Notification, session_scope
+
+    with session_scope(engine) as session:
+        from sqlmodel import select
+
+        rows = session.exec(select(Notification).where(Notification.kind == "digest")
+                            .order_by(Notification.id.desc()).limit(n)).all()
+        failed = [r for r in rows if r.status != "sent"]
+    if failed:
+        fail(f"{len(failed)} of {n} digest message(s) not delivered yet: {failed[0].last_error or failed[0].status}", 1)
+    out.print(f"digest {chosen.name!r} sent ({n} message{'s' if n != 1 else ''})")
 
 
 @app.command("test-notify")

@@ -24,7 +24,7 @@ from croniter import croniter
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from alerts import outbox
+from alerts import crashpoints, outbox
 from alerts.catalog import Catalog
 from alerts.config import Digest, Settings
 from alerts.durations import humanize
@@ -220,6 +220,7 @@ def tick(engine: Engine, *, settings: Settings, catalog: Catalog, renderer: Rend
                 continue  # this period is already someone's
             n = enqueue_digest(session, digest, settings=settings, catalog=catalog, renderer=renderer,
                                since=since, until=latest, run_key=f"{digest.name}|{latest.isoformat()}", now=now)
+            crashpoints.hit("mid_digest_claim")
             if n == 0:
                 session.execute(sa.update(DigestRun).where(
                     DigestRun.name == digest.name, DigestRun.period_start == latest).values(status="empty"))

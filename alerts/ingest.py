@@ -8,9 +8,11 @@ The caller answers 2xx only after :func:`ingest` returns, i.e. after the commit.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,12 +23,23 @@ from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.lifecycle import Action, AlertView, EventView, Policy
 from alerts.links import reauthorize_url
-from alerts.models import AlertState, AuthErrorEvent, DeliveryStatus, EventStatus, Kind, Severity, as_utc
+from alerts.models import (
+    AlertState,
+    AuthErrorEvent,
+    CatalogEntry,
+    DeliveryStatus,
+    EventStatus,
+    Kind,
+    Severity,
+    as_utc,
+)
 from alerts.redact import clean, redact_value, sanitize
 from alerts.routing import Target, facts_of, targets_for
-from alerts.storage import Alert, Event, Notification, session_scope
+from alerts.storage import Alert, Event, Notification, Token, session_scope
 
 log = logging.getLogger("alerts.ingest")
+
+TOKEN_EXPIRING = "token_expiring"  # warnings of alerts.tokens: not resolved by a successful sync
 
 
 @dataclass
@@ -34,10 +47,21 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     alert_ids: list[int] = field(default_factory=list)
+    _alerts: list[Any] = field(default_factory=list, repr=False)
 
     def add_alert(self, alert_id: int | None) -> None:
         if alert_id is not None and alert_id not in self.alert_ids:
             self.alert_ids.append(alert_id)
+
+    def add_alert_obj(self, alert: Any) -> None:
+        """Remember an alert whose id may not exist yet (it is assigned at flush)."""
+        if not any(a is alert for a in self._alerts):
+            self._alerts.append(alert)
+
+    def resolve_ids(self) -> None:
+        for alert in self._alerts:
+            self.add_alert(alert.id)
+        self._alerts.clear()
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -53,7 +77,8 @@ def normalise(event: AuthErrorEvent, settings: Settings, catalog: Catalog) -> Au
     reg = settings.integration(event.integration_id)
     event.integration_id = sanitize(event.integration_id, limit=200) or event.integration_id
     event.integration_name = sanitize(event.integration_name or (reg.name if reg else None), limit=200)
-    event.provider = catalog.canonical_provider(event.provider or (reg.provider if reg else None))
+    provider = catalog.canonical_provider(event.provider or (reg.provider if reg else None))
+    event.provider = sanitize(provider, limit=100) if provider else None  # fits the column on every database
     event.auth_method = event.auth_method or (reg.auth_method if reg else None)
     event.account_id = sanitize(event.account_id or (reg.account_id if reg else None), limit=200)
     event.error = sanitize(event.error, limit=4096)
@@ -67,6 +92,53 @@ def classify(event: AuthErrorEvent, catalog: Catalog):  # -> Classification | No
     return catalog.by_code(event.error_code) or catalog.classify(event.error, event.provider, event.auth_method)
 
 
+@dataclass
+class Prepared:
+    """One event ready to apply: cleaned, classified and fingerprinted (no database needed)."""
+
+    event: AuthErrorEvent
+    entry: CatalogEntry | None
+    occurred: datetime
+    error: str | None  # sanitised and redacted: what is stored and shown
+    fingerprint: str | None
+    body_sha256: str | None = None
+
+
+@functools.lru_cache(maxsize=2048)
+def _classified(catalog: Catalog, error: str | None, provider: str | None, auth_method: str | None,
+                error_code: str | None) -> CatalogEntry | None:
+    found = catalog.by_code(error_code) or catalog.classify(error, provider, auth_method)
+    return found.entry if found else None
+
+
+@functools.lru_cache(maxsize=2048)
+def _cleaned(text: str | None) -> str | None:
+    return clean(text)
+
+
+def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now: datetime,
+            body_sha256: str | None = None) -> Prepared:
+    """Normalise, classify and fingerprint one event. The same error text arrives again and again
+    (a broken integration fails every run), so classification and redaction are memoised."""
+    event = normalise(event, settings, catalog)
+    entry = None
+    if event.status == EventStatus.failed:
+        entry = _classified(catalog, event.error, event.provider, event.auth_method, event.error_code)
+    fp = None
+    if entry is not None:
+        fp = lifecycle.fingerprint(
+            settings.alerting.group_by,
+            integration_id=event.integration_id,
+            provider=event.provider,
+            code=entry.base_code,
+            account_id=event.account_id,
+            auth_method=event.auth_method,
+            labels=event.labels,
+        )
+    occurred = as_utc(event.occurred_at) if event.occurred_at else now
+    return Prepared(event, entry, occurred, _cleaned(event.error), fp, body_sha256)
+
+
 def ingest(
     events: list[AuthErrorEvent],
     *,
@@ -77,12 +149,42 @@ def ingest(
     body_sha256: str | None = None,
 ) -> IngestResult:
     """Store ``events`` and everything they cause in one transaction; return what happened."""
-    result = IngestResult()
-    with session_scope(engine) as session:
-        for event in events:
-            apply_event(session, event, settings=settings, catalog=catalog, now=now, result=result,
-                        body_sha256=body_sha256)
-    return result
+    return ingest_groups([events], engine=engine, settings=settings, catalog=catalog, now=now,
+                         body_sha256s=[body_sha256])[0]
+
+
+def ingest_groups(
+    groups: list[list[AuthErrorEvent]],
+    *,
+    engine: Engine,
+    settings: Settings,
+    catalog: Catalog,
+    now: datetime,
+    body_sha256s: list[str | None] | None = None,
+) -> list[IngestResult]:
+    """Several requests' events in ONE transaction (group commit), each with its own result.
+
+    A concurrent writer (another replica) may open the same alert or store the same ``event_id``
+    between our read and our write; the unique indexes refuse the second one and the whole
+    transaction is retried, now seeing the other writer's rows.
+    """
+    shas = body_sha256s or [None] * len(groups)
+    prepared = [
+        [prepare(e, settings=settings, catalog=catalog, now=now, body_sha256=sha) for e in group]
+        for group, sha in zip(groups, shas, strict=True)
+    ]
+    items = [(i, p) for i, group in enumerate(prepared) for p in group]
+    for attempt in range(4):
+        results = [IngestResult() for _ in groups]
+        try:
+            with session_scope(engine) as session:
+                Batch(session, settings=settings, catalog=catalog, now=now).apply(items, results)
+            return results
+        except sa.exc.IntegrityError:
+            if attempt == 3:
+                raise
+            log.info("ingest conflict with a concurrent writer; retrying", extra={"attempt": attempt + 1})
+    raise AssertionError("unreachable")
 
 
 def apply_event(
@@ -95,70 +197,320 @@ def apply_event(
     result: IngestResult,
     body_sha256: str | None = None,
 ) -> None:
-    event = normalise(event, settings, catalog)
-    found = classify(event, catalog)
-    occurred = as_utc(event.occurred_at) if event.occurred_at else now
-    stored_error = clean(event.error)
-    if not _insert_event(session, event, code=found.entry.code if found else None, error=stored_error,
-                         occurred=occurred, now=now, body_sha256=body_sha256):
-        result.duplicates += 1
-        return
-    result.accepted += 1
-    policy = policy_of(settings)
+    """Apply one event inside the caller's transaction (log tailers commit their offsets with it)."""
+    p = prepare(event, settings=settings, catalog=catalog, now=now, body_sha256=body_sha256)
+    Batch(session, settings=settings, catalog=catalog, now=now).apply([(0, p)], [result])
 
-    if event.status == EventStatus.succeeded:
-        for alert in _open_alerts_of(session, event.integration_id):
-            resolve_alert(session, alert, now=now, at=occurred, by=f"{event.source} success event",
-                          settings=settings, catalog=catalog)
-            result.add_alert(alert.id)
-        return
-    if found is None:
-        return
 
-    entry = found.entry
-    fp = lifecycle.fingerprint(
-        settings.alerting.group_by,
-        integration_id=event.integration_id,
-        provider=event.provider,
-        code=entry.base_code,
-        account_id=event.account_id,
-        auth_method=event.auth_method,
-        labels=event.labels,
-    )
-    ev = EventView(status=EventStatus.failed, code=entry.code, severity=entry.severity, occurred_at=occurred)
-    for _ in range(3):  # a concurrent replica may open the same fingerprint between our read and insert
-        alert = _open_alert(session, fp)
-        last_resolved = None if alert else _last_resolved_at(session, fp)
-        view = _view(alert) if alert else None
-        decision = lifecycle.decide(view, ev, now=now, policy=policy, last_resolved_at=last_resolved)
-        if decision.action == Action.ignore:
-            return
-        if decision.action == Action.open:
-            alert = _try_open(session, event, entry, fp, occurred=occurred, now=now, settings=settings,
-                              error=stored_error)
-            if alert is None:
+class AlertRecord:
+    """An alert row as plain attributes (the batch path avoids ORM objects: they cost ~1 ms each)."""
+
+    def __init__(self, data: dict[str, Any], *, new: bool = False) -> None:
+        self.__dict__.update(data)
+        self.new = new
+        self.dirty = new
+
+    def values(self, columns: list[str]) -> dict[str, Any]:
+        return {c: getattr(self, c) for c in columns}
+
+
+_ALERT = Alert.__table__  # type: ignore[attr-defined]
+_ALERT_COLUMNS = [c.name for c in _ALERT.columns]
+# What an event can change on an existing alert; written back with one executemany UPDATE.
+_MUTABLE = ["integration_name", "count", "last_seen", "last_error", "code", "severity", "state", "notify_seq",
+            "last_notified_at", "resolved_at", "resolved_by"]
+
+
+class Batch:
+    """Applies a list of prepared events with a handful of statements, whatever their number.
+
+    State is read once (open alerts of the batch's fingerprints and integrations, their last
+    resolutions, active silences); every event is applied in order, in memory, with the pure
+    :func:`lifecycle.decide`; then the outcome is written back: one UPDATE (executemany) for the
+    alerts that changed, one INSERT … RETURNING for new alerts, one multi-row INSERT of events,
+    one of outbox rows.
+    """
+
+    def __init__(self, session: Session, *, settings: Settings, catalog: Catalog, now: datetime) -> None:
+        self.session = session
+        self.settings = settings
+        self.catalog = catalog
+        self.now = now
+        self.policy = policy_of(settings)
+        self.open: dict[str, AlertRecord] = {}
+        self.by_integration: dict[str, list[AlertRecord]] = {}
+        self.last_resolved: dict[str, datetime] = {}
+        self.silences: list[Any] = []
+        self.records: list[AlertRecord] = []
+        self.notify: list[tuple[AlertRecord, Kind, int, datetime]] = []  # (alert, kind, seq, due)
+        self.resolved: list[AlertRecord] = []
+        self.succeeded: dict[str, datetime] = {}  # integration -> latest success in this batch
+        self.leads: dict[str, AlertRecord] = {}  # correlation key -> the open alert whose message names the group
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _load(self, items: list[tuple[int, Prepared]]) -> set[str]:
+        s = self.session
+        pg = s.get_bind().dialect.name == "postgresql"
+        fps = sorted({p.fingerprint for _, p in items if p.fingerprint})
+        integrations = sorted({p.event.integration_id for _, p in items
+                               if p.event.status == EventStatus.succeeded})
+        ids = [p.event.event_id for _, p in items if p.event.event_id]
+        seen: set[str] = set()
+        for chunk in _chunks(ids, 500):
+            seen.update(s.execute(sa.select(Event.event_id).where(Event.event_id.in_(chunk))).scalars())
+        conds = [_ALERT.c.fingerprint.in_(chunk) for chunk in _chunks(fps, 500)]
+        # A success resolves the integration's failures, not its token-expiry warning (a sync that works
+        # today says nothing about a refresh token that expires next week).
+        conds += [sa.and_(_ALERT.c.integration_id.in_(chunk), _ALERT.c.code != TOKEN_EXPIRING)
+                  for chunk in _chunks(integrations, 500)]
+
+        if conds:
+            stmt = sa.select(_ALERT).where(_ALERT.c.state != AlertState.resolved.value, sa.or_(*conds)) \
+                .order_by(_ALERT.c.id)
+            if pg:
+                stmt = stmt.with_for_update()
+            for row in s.execute(stmt).mappings():
+                rec = AlertRecord(dict(row))
+                self.records.append(rec)
+                self.open[rec.fingerprint] = rec
+                self.by_integration.setdefault(rec.integration_id, []).append(rec)
+        for chunk in _chunks(fps, 500):
+            rows = s.execute(sa.select(_ALERT.c.fingerprint, sa.func.max(_ALERT.c.resolved_at))
+                             .where(_ALERT.c.fingerprint.in_(chunk), _ALERT.c.state == AlertState.resolved.value)
+                             .group_by(_ALERT.c.fingerprint)).all()
+            self.last_resolved.update({fp: as_utc(at) for fp, at in rows if at is not None})
+        if fps:
+            self.silences = silences.active(s, now=self.now)
+        keys = sorted({k for _, p in items if (k := correlation_key(p, self.settings))})
+        for chunk in _chunks(keys, 500):
+            stmt = sa.select(_ALERT).where(_ALERT.c.correlation_key.in_(chunk), _ALERT.c.correlation_lead_id.is_(None),
+                                           _ALERT.c.state != AlertState.resolved.value).order_by(_ALERT.c.id)
+            for row in s.execute(stmt).mappings():
+                rec = self._known(dict(row))
+                self.leads.setdefault(rec.correlation_key, rec)
+        return seen
+
+    def _known(self, row: dict[str, Any]) -> AlertRecord:
+        """The record of an alert row, the same object if it was loaded already."""
+        for rec in self.records:
+            if rec.id == row["id"]:
+                return rec
+        rec = AlertRecord(row)
+        self.records.append(rec)
+        return rec
+
+    # -- applying -----------------------------------------------------------------------------
+
+    def apply(self, items: list[tuple[int, Prepared]], results: list[IngestResult]) -> None:
+        seen = self._load(items)
+        rows: list[tuple[Prepared, AlertRecord | None]] = []
+        for index, p in items:
+            eid = p.event.event_id
+            if eid and eid in seen:
+                results[index].duplicates += 1
                 continue
-            _link_event(session, event, alert)
-            result.add_alert(alert.id)
+            if eid:
+                seen.add(eid)
+            results[index].accepted += 1
+            touched = self._apply_one(p)
+            for alert in touched:
+                results[index].add_alert_obj(alert)
+            rows.append((p, touched[-1] if touched else None))
+        self._write(rows, results)
+
+    def _write(self, rows: list[tuple[Prepared, AlertRecord | None]], results: list[IngestResult]) -> None:
+        s = self.session
+        for alert in self.resolved:
+            if not alert.new:  # only an alert that existed before this batch can have told anyone
+                _resolve_notifications(s, alert, now=self.now, settings=self.settings)
+        changed = [r for r in self.records if r.dirty and not r.new]
+        if changed:
+            stmt = sa.update(_ALERT).where(_ALERT.c.id == sa.bindparam("_id")).values(
+                {c: sa.bindparam(c) for c in _MUTABLE})
+            s.execute(stmt, [{"_id": r.id, **r.values(_MUTABLE)} for r in changed])
+        new = [r for r in self.records if r.new]
+        columns = [c for c in _ALERT_COLUMNS if c != "id"]
+        stmt = sa.insert(_ALERT).returning(_ALERT.c.id, sort_by_parameter_order=True)
+        # Leads first: a member stores its lead's id, which a new lead only has once inserted.
+        for group in ([r for r in new if getattr(r, "lead", None) is None],
+                      [r for r in new if getattr(r, "lead", None) is not None]):
+            for rec in group:
+                if getattr(rec, "lead", None) is not None:
+                    rec.correlation_lead_id = rec.lead.id
+            if group:
+                ids = s.execute(stmt, [r.values(columns) for r in group]).scalars().all()
+                for rec, new_id in zip(group, ids, strict=True):
+                    rec.id = new_id
+        for r in results:
+            r.resolve_ids()
+        if rows:
+            s.execute(sa.insert(Event.__table__), [self._event_row(p, alert) for p, alert in rows])
+        if self.succeeded:  # a successful sync used the refresh token: inactivity-based lifetimes restart
+            tok = Token.__table__  # type: ignore[attr-defined]
+            s.execute(sa.update(tok).where(tok.c.integration_id == sa.bindparam("iid"), sa.or_(
+                tok.c.last_used_at.is_(None), tok.c.last_used_at < sa.bindparam("at"))).values(
+                last_used_at=sa.bindparam("at")),
+                [{"iid": k, "at": v} for k, v in self.succeeded.items()])
+        notes = []
+        for alert, kind, seq, due in self.notify:
+            notes.extend(outbox.notification_row(alert_id=alert.id, kind=kind, seq=seq, target=t, due=due,
+                                                 now=self.now) for t in _targets(alert, self.settings, self.catalog))
+        outbox.insert_rows(s, notes)
+
+    def _event_row(self, p: Prepared, alert: AlertRecord | None) -> dict[str, Any]:
+        e = p.event
+        return {
+            "event_id": e.event_id, "source": e.source, "integration_id": e.integration_id,
+            "status": str(e.status), "provider": e.provider, "auth_method": e.auth_method,
+            "code": p.entry.code if p.entry else None, "error": p.error, "occurred_at": p.occurred,
+            "received_at": self.now, "alert_id": alert.id if alert else None, "body_sha256": p.body_sha256,
+        }
+
+    def _apply_one(self, p: Prepared) -> list[AlertRecord]:
+        event = p.event
+        if event.status == EventStatus.succeeded:
+            prev = self.succeeded.get(event.integration_id)
+            self.succeeded[event.integration_id] = max(prev, p.occurred) if prev else p.occurred
+            touched = []
+            for alert in list(self.by_integration.get(event.integration_id, [])):
+                self._resolve(alert, at=p.occurred, by=f"{event.source} success event")
+                touched.append(alert)
+            return touched
+        if p.entry is None or p.fingerprint is None:
+            return []
+        entry, fp = p.entry, p.fingerprint
+        alert = self.open.get(fp)
+        ev = EventView(status=EventStatus.failed, code=entry.code, severity=entry.severity, occurred_at=p.occurred)
+        decision = lifecycle.decide(_view(alert) if alert else None, ev, now=self.now, policy=self.policy,
+                                    last_resolved_at=None if alert else self.last_resolved.get(fp))
+        if decision.action == Action.ignore:
+            return []
+        if decision.action == Action.open:
+            alert = self._open(p)
+            key = correlation_key(p, self.settings)
+            lead = self.leads.get(key) if key else None
+            if key and lead is not None and lead is not alert:
+                # One cause, many integrations: this alert joins the lead's message instead of sending its own.
+                alert.correlation_key = key
+                alert.lead = lead
+                window_end = as_utc(lead.first_seen) + self.settings.correlation.window
+                if p.occurred > window_end and lead.state == AlertState.firing and not lead.silenced:
+                    self._owe(lead, Kind.updated, due=self.now)  # a late member: the group message is updated
+                return [alert]
+            if key:
+                alert.correlation_key = key
+                self.leads[key] = alert
             if not alert.silenced:
-                _notify(session, alert, Kind.firing, due=now + policy.group_wait, now=now, settings=settings,
-                        catalog=catalog)
-            return
+                wait = max(self.policy.group_wait, self.settings.correlation.window) if key else self.policy.group_wait
+                self._owe(alert, Kind.firing, due=self.now + wait)
+            return [alert]
         assert alert is not None
+        alert.dirty = True
         alert.count += 1
-        if occurred >= as_utc(alert.last_seen):
-            alert.last_seen = occurred
-            alert.last_error = stored_error
+        if event.integration_name and event.integration_name != alert.integration_name:
+            alert.integration_name = event.integration_name
+        if p.occurred >= as_utc(alert.last_seen):
+            alert.last_seen = p.occurred
+            alert.last_error = p.error
         if decision.escalate:
             alert.code = entry.code
             alert.severity = str(entry.severity)
-        session.add(alert)
-        _link_event(session, event, alert)
-        result.add_alert(alert.id)
         if decision.notify is not None:
-            _notify(session, alert, decision.notify, due=now, now=now, settings=settings, catalog=catalog)
-        return
-    raise RuntimeError(f"could not open or update the alert for fingerprint {fp}")
+            self._owe(alert, decision.notify, due=self.now)
+        return [alert]
+
+    def _owe(self, alert: AlertRecord, kind: Kind, *, due: datetime) -> None:
+        alert.dirty = True
+        alert.notify_seq += 1
+        alert.last_notified_at = due
+        self.notify.append((alert, kind, alert.notify_seq, due))
+
+    def _open(self, p: Prepared) -> AlertRecord:
+        event, entry, fp = p.event, p.entry, p.fingerprint
+        assert entry is not None and fp is not None
+        reg = self.settings.integration(event.integration_id)
+        url, rejected = reauthorize_url(
+            links=self.settings.links,
+            integration_id=event.integration_id,
+            provider=event.provider,
+            account_id=event.account_id,
+            candidates=(event.reauthorize_url, reg.reauthorize_url if reg else None),
+        )
+        for bad in rejected:
+            log.warning("reauthorize link dropped: not https or host not in [links] allowed_hosts",
+                        extra={"integration_id": event.integration_id, "url": bad[:200]})
+        data = {c.name: _column_default(c) for c in _ALERT.columns}
+        data.update(
+            id=None,
+            fingerprint=fp,
+            integration_id=event.integration_id,
+            integration_name=event.integration_name,
+            provider=event.provider,
+            auth_method=event.auth_method,
+            account_id=event.account_id,
+            authorized_by=sanitize(event.authorized_by, limit=320),
+            code=entry.code,
+            severity=str(entry.severity),
+            state=AlertState.firing.value,
+            count=1,
+            first_seen=p.occurred,
+            last_seen=p.occurred,
+            last_error=p.error,
+            labels=redact_value(dict(event.labels)),
+            reauthorize_url=url,
+            silenced=False,
+            notify_seq=0,
+        )
+        alert = AlertRecord(data, new=True)
+        alert.silenced = silences.is_silenced(alert, self.silences)  # type: ignore[arg-type]
+        self.records.append(alert)
+        self.open[fp] = alert
+        self.by_integration.setdefault(alert.integration_id, []).append(alert)
+        return alert
+
+    def _resolve(self, alert: AlertRecord, *, at: datetime, by: str) -> None:
+        alert.dirty = True
+        _mark_resolved(alert, now=self.now, at=at, by=by)  # type: ignore[arg-type]
+        self.open.pop(alert.fingerprint, None)
+        self.by_integration[alert.integration_id].remove(alert)
+        self.last_resolved[alert.fingerprint] = as_utc(alert.resolved_at)
+        # A message owed in this very batch was never sent: nobody needs telling it is fixed.
+        self.notify = [n for n in self.notify if n[0] is not alert]
+        self.resolved.append(alert)
+
+
+def correlation_key(p: Prepared, settings: Settings) -> str | None:
+    """What several failing integrations share, if anything: the user who authorized them or their
+    account (or, opt-in, the provider), plus the base code. ``None`` when correlation does not apply."""
+    cfg = settings.correlation
+    if not cfg.enabled or p.entry is None or p.event.status != EventStatus.failed:
+        return None
+    for name in cfg.keys:
+        value = getattr(p.event, name, None)
+        if value:
+            return f"{name}={str(value).strip().lower()[:300]}|{p.entry.base_code}"
+    if cfg.provider_wide and p.event.provider:
+        return f"provider={p.event.provider}|{p.entry.base_code}"
+    return None
+
+
+def _column_default(column: Any) -> Any:
+    default = column.default
+    if default is None or not getattr(default, "is_scalar", False):
+        return None
+    return default.arg
+
+
+def _targets(alert: Any, settings: Settings, catalog: Catalog) -> list[Target]:
+    entry = catalog.get(alert.code)
+    owner = settings.integration(alert.integration_id)
+    return targets_for(facts_of(alert, base_code=entry.base_code if entry else None), settings,
+                       owner=owner.owner if owner else None)
+
+
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 # -- alert state changes shared by events, the API and the CLI --------------------------------
@@ -181,11 +533,19 @@ def resolve_alert(
     """
     if alert.state == AlertState.resolved:
         return
+    _mark_resolved(alert, now=now, at=at, by=by)
+    session.add(alert)
+    session.flush()
+    _resolve_notifications(session, alert, now=now, settings=settings)
+
+
+def _mark_resolved(alert: Alert, *, now: datetime, at: datetime | None, by: str) -> None:
     alert.state = AlertState.resolved
     alert.resolved_at = max(as_utc(at or now), as_utc(alert.first_seen))
     alert.resolved_by = by
-    session.add(alert)
-    session.flush()
+
+
+def _resolve_notifications(session: Session, alert: Alert, *, now: datetime, settings: Settings) -> None:
     pending = session.exec(
         select(Notification).where(
             Notification.alert_id == alert.id,
@@ -208,6 +568,8 @@ def resolve_alert(
     targets = _unique_targets(told)
     alert.notify_seq += 1
     alert.last_notified_at = now
+    if isinstance(alert, Alert):
+        session.add(alert)
     outbox.enqueue(session, alert_id=alert.id, kind=Kind.resolved, seq=alert.notify_seq, targets=targets,
                    due=now, now=now)
 
@@ -234,6 +596,7 @@ def enqueue_reminders(engine: Engine, *, settings: Settings, catalog: Catalog, n
                 Alert.silenced == sa.false(),
                 Alert.last_notified_at.is_not(None),
                 Alert.last_notified_at <= cutoff,
+                Alert.code != TOKEN_EXPIRING,  # expiry warnings speak at their lead times only
             ).limit(500)
         ).all()
         for alert in due:
@@ -256,124 +619,19 @@ def _view(alert: Alert) -> AlertView:
     )
 
 
-def _insert_event(session: Session, event: AuthErrorEvent, *, code: str | None, error: str | None,
-                  occurred: datetime, now: datetime, body_sha256: str | None) -> bool:
-    """Insert the event row; ``False`` when its ``event_id`` was seen before (a replay)."""
-    if event.event_id:
-        seen = session.exec(select(Event.id).where(Event.event_id == event.event_id)).first()
-        if seen is not None:
-            return False
-    row = Event(
-        event_id=event.event_id,
-        source=event.source,
-        integration_id=event.integration_id,
-        status=str(event.status),
-        provider=event.provider,
-        auth_method=event.auth_method,
-        code=code,
-        error=error,
-        occurred_at=occurred,
-        received_at=now,
-        body_sha256=body_sha256,
-    )
-    if event.event_id:
-        # A nested transaction keeps a concurrent duplicate from aborting the whole batch.
-        try:
-            with session.begin_nested():
-                session.add(row)
-                session.flush()
-        except sa.exc.IntegrityError:
-            return False
-    else:
-        session.add(row)
-        session.flush()
-    event._row_id = row.id  # type: ignore[attr-defined]
-    return True
-
-
-def _link_event(session: Session, event: AuthErrorEvent, alert: Alert) -> None:
-    row_id = getattr(event, "_row_id", None)
-    if row_id is not None:
-        session.execute(sa.update(Event).where(Event.id == row_id).values(alert_id=alert.id))
-
-
-def _open_alert(session: Session, fp: str) -> Alert | None:
-    stmt = select(Alert).where(Alert.fingerprint == fp, Alert.state != AlertState.resolved.value)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return session.exec(stmt).first()
-
-
-def _open_alerts_of(session: Session, integration_id: str) -> list[Alert]:
-    stmt = select(Alert).where(Alert.integration_id == integration_id, Alert.state != AlertState.resolved.value)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return list(session.exec(stmt).all())
-
-
-def _last_resolved_at(session: Session, fp: str) -> datetime | None:
-    value = session.exec(
-        select(sa.func.max(Alert.resolved_at)).where(Alert.fingerprint == fp, Alert.state == "resolved")
-    ).first()
-    return as_utc(value) if value else None
-
-
-def _try_open(session: Session, event: AuthErrorEvent, entry, fp: str, *, occurred: datetime,
-              now: datetime, settings: Settings, error: str | None) -> Alert | None:
-    reg = settings.integration(event.integration_id)
-    url, rejected = reauthorize_url(
-        links=settings.links,
-        integration_id=event.integration_id,
-        provider=event.provider,
-        account_id=event.account_id,
-        candidates=(event.reauthorize_url, reg.reauthorize_url if reg else None),
-    )
-    for bad in rejected:
-        log.warning("reauthorize link dropped: not https or host not in [links] allowed_hosts",
-                    extra={"integration_id": event.integration_id, "url": bad[:200]})
-    alert = Alert(
-        fingerprint=fp,
-        integration_id=event.integration_id,
-        integration_name=event.integration_name,
-        provider=event.provider,
-        auth_method=event.auth_method,
-        account_id=event.account_id,
-        authorized_by=sanitize(event.authorized_by, limit=320),
-        code=entry.code,
-        severity=str(entry.severity),
-        state=AlertState.firing,
-        count=1,
-        first_seen=occurred,
-        last_seen=occurred,
-        last_error=error,
-        labels=redact_value(dict(event.labels)),
-        reauthorize_url=url,
-        silenced=False,
-    )
-    alert.silenced = is_silenced(session, alert, now=now)
-    try:
-        with session.begin_nested():
-            session.add(alert)
-            session.flush()
-    except sa.exc.IntegrityError:
-        return None  # another writer opened it first; the caller re-reads and bumps
-    return alert
-
-
 def _notify(session: Session, alert: Alert, kind: Kind, *, due: datetime, now: datetime,
             settings: Settings, catalog: Catalog) -> None:
-    entry = catalog.get(alert.code)
-    owner = settings.integration(alert.integration_id)
-    targets = targets_for(
-        facts_of(alert, base_code=entry.base_code if entry else None),
-        settings,
-        owner=owner.owner if owner else None,
-    )
     alert.notify_seq += 1
     alert.last_notified_at = due
     session.add(alert)
     session.flush()
-    outbox.enqueue(session, alert_id=alert.id, kind=kind, seq=alert.notify_seq, targets=targets, due=due, now=now)
+    _enqueue(session, alert, kind, seq=alert.notify_seq, due=due, now=now, settings=settings, catalog=catalog)
+
+
+def _enqueue(session: Session, alert: Alert, kind: Kind, *, seq: int, due: datetime, now: datetime,
+             settings: Settings, catalog: Catalog) -> None:
+    outbox.enqueue(session, alert_id=alert.id, kind=kind, seq=seq, targets=_targets(alert, settings, catalog),
+                   due=due, now=now)
 
 
 def _unique_targets(rows) -> list[Target]:
@@ -396,7 +654,12 @@ def refresh_silences(engine: Engine, *, settings: Settings, catalog: Catalog, no
     changed = 0
     with session_scope(engine) as session:
         current = silences.active(session, now=now)
-        open_alerts = session.exec(select(Alert).where(Alert.state != AlertState.resolved.value)).all()
+        if not current:
+            # The common case: nothing is silenced now; only alerts still flagged need a look.
+            open_alerts = session.exec(select(Alert).where(
+                Alert.state != AlertState.resolved.value, Alert.silenced == sa.true())).all()
+        else:
+            open_alerts = session.exec(select(Alert).where(Alert.state != AlertState.resolved.value)).all()
         for alert in open_alerts:
             now_silenced = silences.is_silenced(alert, current)
             if now_silenced == alert.silenced:

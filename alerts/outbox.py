@@ -104,6 +104,8 @@ def claim(engine: Engine, *, now: datetime, lease: timedelta, limit: int) -> lis
     )
     if engine.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
+    elif not _anything_due(engine, now):
+        return []  # SQLite: a plain read (no write lock) when, as usual, nothing is due
     stmt = (
         sa.update(t)
         .where(t.c.id.in_(due.scalar_subquery()))
@@ -118,6 +120,18 @@ def claim(engine: Engine, *, now: datetime, lease: timedelta, limit: int) -> lis
     rows.sort(key=lambda r: (as_utc(r.next_attempt_at), r.id))
     crashpoints.hit("after_claim_commit")
     return rows
+
+
+def _anything_due(engine: Engine, now: datetime) -> bool:
+    t = Notification.__table__
+    probe = sa.select(t.c.id).where(
+        t.c.status.in_([DeliveryStatus.pending.value, DeliveryStatus.failed.value]),
+        t.c.next_attempt_at <= now,
+        sa.or_(t.c.lease_until.is_(None), t.c.lease_until < now),
+    ).limit(1)
+    # A plain read outside any transaction: in WAL mode it never waits for, nor blocks, the writer.
+    with engine.connect().execution_options(alerts_read_only=True) as conn:
+        return conn.execute(probe).first() is not None
 
 
 def backoff(attempts: int, *, base: timedelta, cap: timedelta, rng: random.Random | None = None) -> timedelta:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,10 @@ class Alert(SQLModel, table=True):
     acknowledged_by: str | None = Field(default=None, max_length=200)
     resolved_at: datetime | None = _ts()
     resolved_by: str | None = Field(default=None, max_length=200)
+    # Correlation: alerts failing together for one cause (same authorizing user or account, same code)
+    # share a key; the first is the lead, whose message names them all.
+    correlation_key: str | None = Field(default=None, max_length=400, index=True)
+    correlation_lead_id: int | None = None
 
 
 class Notification(SQLModel, table=True):
@@ -155,7 +160,6 @@ class LogOffset(SQLModel, table=True):
     fingerprint_len: int = 0
 
 
-
 class DigestRun(SQLModel, table=True):
     __tablename__ = "digest_run"
     __table_args__ = (UniqueConstraint("name", "period_start", name="uq_digest_run_period"),)
@@ -167,6 +171,24 @@ class DigestRun(SQLModel, table=True):
     manual: bool = False
     status: str = Field(default="sent", max_length=16)  # baseline | sent | empty | manual
     created_at: datetime | None = _ts()
+
+
+class Token(SQLModel, table=True):
+    """What is known about an integration's refresh token: never the token itself."""
+
+    __table_args__ = (UniqueConstraint("integration_id", name="uq_token_integration"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration_id: str = Field(max_length=200)
+    integration_name: str | None = Field(default=None, max_length=200)
+    provider: str | None = Field(default=None, max_length=100)
+    issued_at: datetime | None = _ts()
+    expires_at: datetime | None = _ts()
+    last_used_at: datetime | None = _ts()
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reauthorize_url: str | None = None
+    warned: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # lead times, seconds
+    updated_at: datetime | None = _ts()
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +224,12 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
 
         @sa_event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not conn.get_execution_options().get("alerts_read_only"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        # SQLite has one writer at a time. Threads of this process queue on a lock instead of on SQLite's
+        # busy handler, which sleeps in steps of up to 100 ms and would add that to every contended request.
+        engine.info = {"write_lock": threading.RLock()}  # type: ignore[attr-defined]
 
         if path.exists():
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
@@ -225,14 +252,27 @@ def check_sqlite(engine: Engine) -> dict[str, Any]:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on error."""
-    with Session(engine, expire_on_commit=False) as session:
+    """One transaction: commit on success, roll back on error (SQLite: one writer of this process at a time)."""
+    lock = getattr(engine, "info", {}).get("write_lock")
+    with lock if lock is not None else nullcontext(), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+def checkpoint(engine: Engine) -> None:
+    """Fold the SQLite WAL back into the database file (PASSIVE: never blocks writers)."""
+    from alerts import crashpoints
+
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection  # autocommit: a checkpoint cannot run inside a transaction
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        crashpoints.hit("during_checkpoint")
 
 
 def upgrade(engine: Engine) -> None:

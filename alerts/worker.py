@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from alerts import ingest, outbox
+from alerts import crashpoints, digest, ingest, outbox, storage, tokens
 from alerts.catalog import Catalog
 from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.email import EmailChannel, PartialDelivery
@@ -31,6 +33,16 @@ from alerts.storage import Alert, Notification, session_scope
 log = logging.getLogger("alerts.worker")
 
 Clock = Callable[[], datetime]
+CHECKPOINT_EVERY = timedelta(seconds=60)
+# What several integrations failing together with one code most likely means (issue: one cause, many alerts).
+LIKELY_CAUSE = {
+    "invalid_grant": "the app was likely de-authorized or the user's password changed",
+    "refresh_token_expired": "the user's refresh tokens likely expired together (a lifetime or security policy)",
+    "insufficient_permissions": "the user's role or the app's permissions were likely changed",
+    "access_token_expired": "the user's access likely lapsed (de-authorization, password change or policy)",
+    "invalid_api_key": "the account's API key was likely rotated or revoked",
+    "invalid_credentials": "the shared login's password was likely changed or the account locked",
+}
 
 
 def build_channels(settings: Settings, *, clock: Clock = utcnow) -> dict[str, Channel]:
@@ -67,6 +79,7 @@ class Worker:
             cap=settings.outbox.backoff_cap,
         )
         self.last_tick: datetime | None = None
+        self.last_checkpoint: datetime | None = None
         self.on_sent: Callable[[Notification, float], None] | None = None  # (row, seconds since enqueued)
         self.domain = message_domain(settings.email.from_addr)
         self.fresh_links = FreshLinks(engine=engine, settings=settings, clock=clock)
@@ -76,7 +89,9 @@ class Worker:
     async def run(self) -> None:
         while True:
             try:
-                await self.tick()
+                # A wake-up (new events) only delivers; the periodic work runs once per poll interval.
+                due = self.last_tick is None or self.clock() - self.last_tick >= self.settings.outbox.poll_interval
+                await (self.tick() if due else self.deliver_due())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -88,7 +103,10 @@ class Worker:
             self.wake.clear()
 
     async def tick(self) -> int:
-        """Owe due reminders, then deliver every due row; return how many rows were handled."""
+        """Silences, due reminders and digests, then deliver every due row; return how many rows were handled.
+
+        The loop runs this once per ``poll_interval``; between those, new events only trigger delivery.
+        """
         now = self.clock()
         self.last_tick = now
         await asyncio.to_thread(
@@ -97,6 +115,19 @@ class Worker:
         await asyncio.to_thread(
             ingest.enqueue_reminders, self.engine, settings=self.settings, catalog=self.catalog, now=now
         )
+        if self.last_checkpoint is None or now - self.last_checkpoint >= CHECKPOINT_EVERY:
+            self.last_checkpoint = now
+            await asyncio.to_thread(storage.checkpoint, self.engine)
+        await asyncio.to_thread(tokens.check, self.engine, settings=self.settings, catalog=self.catalog, now=now)
+        if self.settings.digests:
+            await asyncio.to_thread(
+                digest.tick, self.engine, settings=self.settings, catalog=self.catalog, renderer=self.renderer,
+                now=now,
+            )
+        return await self.deliver_due()
+
+    async def deliver_due(self) -> int:
+        """Claim and deliver due outbox rows until none is left; return how many were handled."""
         handled = 0
         while True:
             rows = await asyncio.to_thread(
@@ -115,6 +146,12 @@ class Worker:
             return
         try:
             message = await asyncio.to_thread(self.prepare, row)
+        except sa_exc.SQLAlchemyError as exc:  # the database hiccuped (restart, failover): try again later
+            log.warning("could not prepare notification", extra={"notification_id": row.id, "alert_id": row.alert_id,
+                                                                "error": type(exc).__name__})
+            await self._fail(row, DeliveryError(f"database error while preparing: {type(exc).__name__}",
+                                                retryable=True))
+            return
         except Exception as exc:  # a template error is permanent: retrying renders the same thing
             log.exception("render failed", extra={"notification_id": row.id, "alert_id": row.alert_id})
             await self._fail(row, DeliveryError(f"render failed: {type(exc).__name__}: {exc}", retryable=False))
@@ -140,6 +177,7 @@ class Worker:
         except Exception as exc:  # an unexpected error from a channel: retry, but say what it was
             await self._fail(row, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
             return
+        crashpoints.hit("after_send_before_mark")
         await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref)
         if self.on_sent is not None:
             self.on_sent(row, (self.clock() - as_utc(row.created_at)).total_seconds())
@@ -213,6 +251,7 @@ class Worker:
                     kind=row.kind, alert=alert, entry=entry,
                     dashboard_url=self.settings.server.base_url(), now=self.clock(),
                 )
+                data["group"] = self._group(session, alert, entry)
                 payload = self.renderer.alert(data).to_json()
                 db_row = session.get(Notification, row.id)
                 if db_row is not None:
@@ -235,6 +274,30 @@ class Worker:
             extra={"attempts": row.attempts, "created_at": row.created_at},
         )
 
+    def _group(self, session: Any, alert: Alert, entry: Any) -> dict[str, Any] | None:
+        """The integrations failing together with ``alert`` (its correlation members), for one message."""
+        if not alert.correlation_key or alert.correlation_lead_id is not None:
+            return None
+        members = session.exec(select(Alert).where(Alert.correlation_lead_id == alert.id)
+                               .order_by(Alert.first_seen, Alert.id)).all()
+        if not members:
+            return None
+        everyone = [alert, *members]
+        kind, _, rest = alert.correlation_key.partition("=")
+        value = rest.rpartition("|")[0]
+        return {
+            "count": len(everyone),
+            "open": sum(1 for a in everyone if a.state != "resolved"),
+            "key": {"authorized_by": "authorized by", "account_id": "in account", "provider": "at"}.get(kind, kind),
+            "value": value,
+            "started": as_utc(min(a.first_seen for a in everyone)),
+            "likely": LIKELY_CAUSE.get(entry.base_code, entry.cause),
+            "members": [{
+                "id": a.id, "name": a.integration_name or a.integration_id, "integration_id": a.integration_id,
+                "provider": a.provider or "", "state": a.state, "reauthorize_url": a.reauthorize_url,
+            } for a in everyone],
+        }
+
     def message_id(self, row: Notification) -> str:
         return f"<{row.idempotency_key[:32]}@{self.domain}>"
 
@@ -251,6 +314,7 @@ class Worker:
     async def aclose(self) -> None:
         for ch in self.channels.values():
             await ch.aclose()
+
 
 def _superseded(alert: Alert | None, kind: str) -> str | None:
     """Why a row must not be sent any more, or ``None``. A silenced alert sends nothing, except the

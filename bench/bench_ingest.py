@@ -174,7 +174,15 @@ class Alerts:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(20)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:  # a worker still draining wrk's connections: no need to wait
+            for pid in pids_of(self.proc.pid):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(5)
 
 
 class Alertmanager:

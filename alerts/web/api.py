@@ -10,11 +10,10 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from alerts import ingest, storage
+from alerts import crashpoints, ingest, storage
 from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.models import AlertState
@@ -133,12 +132,11 @@ async def post_events(request: Request, settings: SettingsDep, engine: EngineDep
     except EventProblem as exc:
         request.app.state.metrics.count_events("native", rejected=1)
         raise Problem(422, exc.detail, errors=exc.errors) from None
-    result = await run_in_threadpool(
-        ingest.ingest,
+    result = await request.app.state.committer.submit(
         webhooks.with_delivery_id([e.to_event("native") for e in events], webhook_id, many=isinstance(data, list)),
-        engine=engine, settings=settings,
-        catalog=catalog, now=now, body_sha256=digest,
+        digest,
     )
+    crashpoints.hit("after_ingest_commit_before_response")
     request.app.state.worker.wake.set()
     request.app.state.metrics.count_events("native", accepted=result.accepted, duplicates=result.duplicates)
     return {"accepted": result.accepted, "duplicates": result.duplicates, "alert_ids": result.alert_ids}

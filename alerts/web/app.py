@@ -27,6 +27,7 @@ from alerts.metrics import Metrics
 from alerts.models import utcnow
 from alerts.render import Renderer
 from alerts.stitch_poller import StitchPoller
+from alerts.web.committer import GroupCommitter
 from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
 from alerts.worker import Worker
 
@@ -48,18 +49,18 @@ def create_app(
     worker = worker or Worker(engine=engine, settings=settings, catalog=catalog, clock=clock)
     metrics = Metrics(engine, clock=clock)
     worker.on_sent = metrics.on_sent
-    log_tailer = _log_tailer(engine, settings, catalog, clock)  # None unless a [[log_sources]] has follow = true
     stitch_poller = StitchPoller(engine=engine, settings=settings, catalog=catalog, clock=clock) \
         if settings.stitch.configured else None
+    log_tailer = _log_tailer(engine, settings, catalog, clock)  # None unless a [[log_sources]] has follow = true
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(startup_checks, engine, settings)
         task = asyncio.create_task(worker.run(), name="delivery-worker") if run_worker else None
         app.state.worker_task = task
-        tail_task = asyncio.create_task(log_tailer.run(), name="log-tailer") if run_worker and log_tailer else None
         stitch_task = asyncio.create_task(stitch_poller.run(), name="stitch-poller") \
             if run_worker and stitch_poller else None
+        tail_task = asyncio.create_task(log_tailer.run(), name="log-tailer") if run_worker and log_tailer else None
         log.info("alerts ready", extra={"settings": settings.redacted_dump()})
         try:
             yield
@@ -96,9 +97,10 @@ def create_app(
     app.state.clock = clock
     app.state.worker = worker
     app.state.worker_task = None
-    app.state.log_tailer = log_tailer
     app.state.stitch_poller = stitch_poller
+    app.state.log_tailer = log_tailer
     app.state.metrics = metrics
+    app.state.committer = GroupCommitter(engine=engine, settings=settings, catalog=catalog, clock=clock)
     app.state.renderer = Renderer(user_dir=settings.templates.dir)
 
     def refused(request: Request, status: int) -> None:
@@ -143,7 +145,9 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
 
     from alerts.web import api, dashboard, silences
+    from alerts.web import stats as stats_routes
     from alerts.web import stitch as stitch_routes
+    from alerts.web import tokens as token_routes
 
     app.include_router(api.router)
     from alerts.web.webhooks import install as install_webhooks
@@ -151,6 +155,8 @@ def create_app(
     install_webhooks(app)  # /v1/webhooks/…, signed /v1/events, refusal counts, 401 rate limit
     app.include_router(stitch_routes.router)  # /v1/webhooks/stitch/{token}: post-load webhooks
     app.include_router(silences.router)
+    app.include_router(stats_routes.router)
+    app.include_router(token_routes.router)
     app.include_router(dashboard.router)
     from alerts.web.slack_actions import router as slack_actions_router
 
@@ -189,6 +195,17 @@ class AccessLog:
             route = scope.get("route")
             access.info("request", extra={"method": scope.get("method"), "route": getattr(route, "path", "(unmatched)"),
                                           "status": status, "ms": round((time.perf_counter() - start) * 1000, 1)})
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``alerts serve --workers N`` process: configuration from ``$ALERTS_CONFIG`` and the
+    environment, as the parent process read it."""
+    from alerts.config import load_settings
+    from alerts.jsonlog import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.log.level, settings.log.format)
+    return create_app(settings)
 
 
 def _route_path(request: Request) -> str:
