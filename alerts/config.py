@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -80,6 +81,19 @@ def _http_url(value: str, *, key: str = "url") -> str:
 
 
 HttpUrl = Annotated[str, BeforeValidator(lambda v: _http_url(str(v)))]
+
+
+def _iana_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/Berlin')") from None
+    return value
+
+
+IanaZone = Annotated[str, AfterValidator(_iana_zone)]
 
 
 class ServerSettings(Section):
@@ -499,7 +513,7 @@ class LogSource(Section):
     provider: str | None = None
     auth_method: Literal["oauth2", "api_key", "basic"] | None = None
     labels: dict[str, str] = {}
-    timezone: str = "UTC"  # for timestamps written without an offset
+    timezone: IanaZone = "UTC"  # for timestamps written without an offset
     poll_interval: Duration = timedelta(seconds=1)
     read_from: Literal["beginning", "end"] = "beginning"
 
@@ -531,24 +545,13 @@ class LogSource(Section):
             raise ValueError("filename_pattern needs the {integration} placeholder, e.g. '{integration}.log'")
         return v
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {v!r} (e.g. 'Europe/Berlin')") from None
-        return v
-
 
 class Digest(Section):
     """A scheduled email summary: what is broken, what is new and what was fixed since the last one."""
 
     name: str
     schedule: str = "0 8 * * 1-5"  # cron, in ``timezone``
-    timezone: str = "UTC"
+    timezone: IanaZone = "UTC"
     to: list[EmailAddr] = []
     match: dict[str, str | list[str]] = {}  # like a route's matchers
     include_resolved: bool = True
@@ -562,17 +565,6 @@ class Digest(Section):
 
         if not croniter.is_valid(v):
             raise ValueError(f"not a cron expression: {v!r} (e.g. '0 8 * * 1-5')")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {v!r} (e.g. 'Europe/Berlin')") from None
         return v
 
 

@@ -489,7 +489,7 @@ def correlation_key(p: Prepared, settings: Settings) -> str | None:
     for name in cfg.keys:
         value = getattr(p.event, name, None)
         if value:
-            return f"{name}={str(value).strip().lower()[:300]}|{p.entry.base_code}"
+            return f"{name}={(sanitize(str(value), limit=300) or '').strip().lower()}|{p.entry.base_code}"
     if cfg.provider_wide and p.event.provider:
         return f"provider={p.event.provider}|{p.entry.base_code}"
     return None
