@@ -523,6 +523,19 @@ def test_notify(
         raise typer.Exit(1)
 
 
+@app.command()
+def requeue(notification_id: Annotated[int, typer.Argument(help="A dead notification's id (alerts list --json).")],
+            config: ConfigOpt = None) -> None:
+    """Give a dead notification another round of attempts; the running service sends it."""
+    from alerts import outbox
+
+    settings = settings_from(config)
+    engine = engine_from(settings)
+    if not outbox.requeue(engine, notification_id, now=_now()):
+        fail(f"notification {notification_id} does not exist or is not dead", 1)
+    out.print(f"notification {notification_id} requeued")
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Create or migrate the database schema to the newest version."""

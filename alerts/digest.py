@@ -31,7 +31,8 @@ from alerts.durations import humanize
 from alerts.models import AlertState, Kind, Severity, as_utc
 from alerts.render import Renderer, provider_label
 from alerts.routing import Target, facts_of, route_matches
-from alerts.storage import Alert, DigestRun, session_scope
+from alerts.stats import percentile
+from alerts.storage import Alert, DigestRun, Event, session_scope
 
 log = logging.getLogger("alerts.digest")
 
@@ -152,8 +153,21 @@ def digest_data(
         "new": [item(a) for a in new],
         "fixed": [item(a) for a in fixed],
         "dashboard_url": settings.server.base_url(),
+        "time_to_fix": _time_to_fix(session, until),
         "empty": not (broken or new or fixed),
     }
+
+
+def _time_to_fix(session: Session, until: datetime) -> list[dict[str, Any]]:
+    """Median and p90 time to fix per provider over the 30 days before ``until``."""
+    rows = session.exec(select(Alert.provider, Alert.first_seen, Alert.resolved_at).where(
+        Alert.state == AlertState.resolved.value, Alert.resolved_at > until - timedelta(days=30),
+        Alert.resolved_at <= until)).all()
+    by: dict[str, list[float]] = defaultdict(list)
+    for provider, first, resolved in rows:
+        by[provider_label(provider) or "Other"].append((as_utc(resolved) - as_utc(first)).total_seconds())
+    return [{"provider": k, "count": len(v), "median": humanize(timedelta(seconds=percentile(v, 50) or 0)),
+             "p90": humanize(timedelta(seconds=percentile(v, 90) or 0))} for k, v in sorted(by.items())]
 
 
 def _action_label(action: str) -> str:
@@ -194,11 +208,24 @@ def enqueue_digest(
         if data["empty"] and digest.skip_if_empty:
             continue
         rendered = renderer.digest(data)
+        payload = rendered.to_json()
+        # Fivetran's Connect Card links expire after a day: the worker mints fresh ones for these at send time.
+        payload["fivetran_links"] = _fivetran_links(session, data["broken"])
         target = Target(receiver=f"digest:{digest.name}", channel=channel_for(settings), address={"to": rcpt.to})
         rows = outbox.enqueue(session, alert_id=None, kind=Kind.digest, seq=f"{run_key}|{','.join(rcpt.to)}",
-                              targets=[target], due=now, now=now, payload=rendered.to_json())
+                              targets=[target], due=now, now=now, payload=payload)
         count += len(rows)
     return count
+
+
+def _fivetran_links(session: Session, items: list[dict[str, Any]]) -> list[list[str]]:
+    """``[connector id, stored link]`` of the digest's alerts that came from Fivetran."""
+    ids = [it["id"] for it in items if it.get("reauthorize_url")]
+    if not ids:
+        return []
+    fivetran = set(session.exec(select(Event.alert_id).where(Event.alert_id.in_(ids), Event.source == "fivetran")
+                                .distinct()).all())
+    return [[it["integration_id"], it["reauthorize_url"]] for it in items if it["id"] in fivetran]
 
 
 def tick(engine: Engine, *, settings: Settings, catalog: Catalog, renderer: Renderer, now: datetime) -> int:

@@ -25,7 +25,7 @@ from alerts.channels.filesink import FileSink
 from alerts.channels.mime import message_domain
 from alerts.channels.slack import SlackChannel
 from alerts.config import Settings
-from alerts.fivetran_links import FreshLinks
+from alerts.fivetran_links import FreshLinks, substitute
 from alerts.models import AlertState, DeliveryStatus, Kind, as_utc, utcnow
 from alerts.render import Rendered, Renderer, alert_data, with_delivery_note
 from alerts.storage import Alert, Notification, session_scope
@@ -258,6 +258,11 @@ class Worker:
                     db_row.payload = payload
         rendered = Rendered(**{k: payload[k] for k in ("kind", "slack", "subject", "text", "html")})
         rendered = self.fresh_links.apply(row.alert_id, rendered)  # Fivetran Connect Card link, never stored
+        if self.fresh_links.enabled:  # a digest's Fivetran links too: each is minted when it is sent
+            for connector_id, stored in payload.get("fivetran_links") or []:
+                fresh = self.fresh_links.link_for(connector_id)
+                if fresh and fresh != stored:
+                    rendered = substitute(rendered, stored, fresh)
         root = self.thread_root_id(row.alert_id, row.receiver) if row.alert_id is not None else None
         message_id = (row.target or {}).get("message_id") or (
             root if row.kind == Kind.firing and root else self.message_id(row))

@@ -329,3 +329,18 @@ slack = {{ channel = "#nowhere" }}
     assert res.exit_code == 1 and "channel_not_found" in res.output and "permanent" in res.output
     res = runner.invoke(cli_app, ["test-notify", "nobody", "--config", str(cfg)])
     assert res.exit_code == 2 and "no receiver 'nobody'" in res.output
+
+
+def test_dead_notification_can_be_requeued(make, slack: SlackPeer, smtp: SmtpPeer, tmp_path) -> None:
+    client, engine = make()
+    slack.script("chat.postMessage", Canned(body={"ok": False, "error": "channel_not_found"}))
+    post(client, SF)
+    tick(client)
+    dead = [n for n in notifications(engine) if n.channel == "slack"]
+    assert [n.status for n in dead] == ["dead"]
+    assert client.post("/v1/notifications/999/requeue").status_code == 409
+    r = client.post(f"/v1/notifications/{dead[0].id}/requeue")
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    tick(client)
+    assert [n.status for n in notifications(engine) if n.channel == "slack"][0] == "sent"
+    assert len(slack.top_level()) == 1

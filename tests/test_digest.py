@@ -75,6 +75,7 @@ def test_content_counts_and_sections(make_settings, smtp, make_client, clock) ->
     html = msg.get_body(("html",)).get_content()
     assert "STILL BROKEN (1)" in text and "Salesforce (prod)" in text and "What to do:" in text
     assert "FIXED SINCE THE LAST DIGEST (1)" in text and "HubSpot" in text and "fixed after 2h" in text
+    assert "- HubSpot: 2h / 2h (1 fixed)" in text  # time to fix, median / p90, per provider
     assert "Still broken" in html and "Salesforce (prod)" in html
 
 

@@ -42,3 +42,15 @@ def test_stats_time_to_fix_per_provider_and_code(client, clock) -> None:
     assert sf == {"count": 2, "median_seconds": 7200.0, "p90_seconds": 10080.0}
     assert stats["time_to_fix"]["by_code"]["invalid_api_key"]["median_seconds"] == 10800.0
     assert stats["time_to_fix"]["overall"]["count"] == 3
+
+
+def test_dashboard_shows_time_to_fix(client, clock) -> None:
+    for iid in ("a", "b"):
+        client.post("/v1/events", json={"integration_id": iid, "provider": "xero", "error": "invalid_grant"})
+    clock.advance(hours=1)
+    client.post("/v1/events", json={"integration_id": "a", "status": "succeeded"})
+    clock.advance(hours=2)
+    client.post("/v1/events", json={"integration_id": "b", "status": "succeeded"})
+    page = client.get("/").text
+    row = page.split('id="time-to-fix-table"')[1].split("</table>")[0]
+    assert "provider <code>xero</code></td><td>2</td><td>2h</td><td>2h 48m</td>" in row

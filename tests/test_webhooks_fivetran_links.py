@@ -176,3 +176,25 @@ def test_substitute_handles_each_encoding() -> None:
     assert out.slack == {"blocks": [{"url": new, "text": f"<{new}|Reauthorize>"}]}
     assert out.text == f"Reauthorize: {new}"
     assert out.html == f'<a href="{new.replace("&", "&amp;")}">Reauthorize</a>'
+
+
+def test_digests_mint_their_own_links(make_client, make_settings, fake, tmp_path, clock) -> None:
+    import asyncio
+
+    from alerts import digest as digests
+    from alerts.render import Renderer
+
+    settings = _settings(make_settings, fake, digests=[{"name": "morning", "to": ["team@example.com"]}])
+    client = make_client(settings)
+    engine = client.app.state.engine
+    assert kit.fivetran(client, kit.load("fivetran_sync_end_failure.json")).status_code == 200
+    clock.advance(days=2)  # a link minted for the first message would have expired by now
+    assert digests.send_now(engine, settings.digests[0], settings=settings, catalog=client.app.state.catalog,
+                            renderer=Renderer(), now=clock.now) == 1
+    asyncio.run(client.app.state.worker.deliver_due())
+    [note] = notifications(engine, kind="digest")
+    assert note.status == "sent"
+    msg = email.message_from_bytes((tmp_path / "outbox" / f"{note.id}.eml").read_bytes(), policy=policy.default)
+    text = msg.get_body(("plain",)).get_content()
+    assert f"auth={TOKEN}" in text and DASHBOARD not in text
+    assert TOKEN not in json.dumps(note.payload) and DASHBOARD in json.dumps(note.payload)

@@ -284,6 +284,19 @@ def resolve_alert(alert_id: int, request: Request, settings: SettingsDep, engine
     return alert_public(_get_alert(engine, alert_id), catalog)
 
 
+@router.post("/v1/notifications/{notification_id}/requeue", tags=["alerts"], dependencies=[Admin])
+def requeue_notification(notification_id: int, request: Request, engine: EngineDep, now: NowDep) -> dict[str, Any]:
+    """Give a dead notification another round of attempts (after fixing the channel, say)."""
+    from alerts import outbox
+
+    if not outbox.requeue(engine, notification_id, now=now):
+        raise Problem(409, f"notification {notification_id} does not exist or is not dead")
+    request.app.state.worker.wake.set()
+    with session_scope(engine) as session:
+        row = session.get(Notification, notification_id)
+        return notification_public(row)  # type: ignore[arg-type]
+
+
 # -- catalog and health ----------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import select
 
-from alerts import ingest
+from alerts import ingest, stats
 from alerts.durations import humanize
 from alerts.models import AlertState, Severity, as_utc
 from alerts.render import ACTION_LABEL
@@ -133,6 +133,19 @@ def _view(alert: Alert, catalog: Any, now: datetime) -> dict[str, Any]:
     return data
 
 
+def time_to_fix_rows(engine: Any, now: datetime) -> list[dict[str, Any]]:
+    """Median and p90 time to fix per provider and per code over 30 days, humanized for the page."""
+    data = stats.time_to_fix(engine, now=now)["time_to_fix"]
+    rows = []
+    for kind in ("by_provider", "by_code"):
+        for name, v in data[kind].items():
+            if v["count"]:
+                rows.append({"kind": "provider" if kind == "by_provider" else "code", "name": name,
+                             "count": v["count"], "median": humanize(timedelta(seconds=v["median_seconds"])),
+                             "p90": humanize(timedelta(seconds=v["p90_seconds"]))})
+    return rows
+
+
 def dashboard_data(engine: Any, catalog: Any, now: datetime) -> dict[str, Any]:
     with session_scope(engine) as s:
         open_alerts = list(s.exec(select(Alert).where(Alert.state != AlertState.resolved.value)).all())
@@ -163,6 +176,7 @@ def dashboard_data(engine: Any, catalog: Any, now: datetime) -> dict[str, Any]:
 
     return {
         "now": now,
+        "time_to_fix": time_to_fix_rows(engine, now),
         "needs_action": [_view(a, catalog, now) for a in needs_action],
         "quiet": [_view(a, catalog, now) for a in quiet],
         "resolved": [_view(a, catalog, now) for a in resolved],
