@@ -390,6 +390,8 @@ class Batch:
             alert = self._open(p)
             key = correlation_key(p, self.settings)
             lead = self.leads.get(key) if key else None
+            if lead is not None and (lead.state != AlertState.firing or lead.silenced):
+                lead = None  # nobody is being told about that group any more: this alert leads a new one
             if key and lead is not None and lead is not alert:
                 # One cause, many integrations: this alert joins the lead's message instead of sending its own.
                 alert.correlation_key = key
@@ -471,6 +473,8 @@ class Batch:
 
     def _resolve(self, alert: AlertRecord, *, at: datetime, by: str) -> None:
         alert.dirty = True
+        if alert.correlation_key and self.leads.get(alert.correlation_key) is alert:
+            del self.leads[alert.correlation_key]
         _mark_resolved(alert, now=self.now, at=at, by=by)  # type: ignore[arg-type]
         self.open.pop(alert.fingerprint, None)
         self.by_integration[alert.integration_id].remove(alert)

@@ -104,3 +104,21 @@ def test_a_single_failure_with_a_key_is_a_normal_message(client, peers, clock) -
     run_worker_once(client.app)
     [post] = top_level(slack)
     assert "Google Ads" in post["text"] and "integrations" not in post["text"]
+
+
+def test_a_resolved_or_silenced_lead_does_not_swallow_new_failures(client, peers, clock) -> None:
+    slack, _ = peers
+    err = "invalid_grant: Token has been expired or revoked."
+    batch = [  # one request: the lead opens, recovers, and then another integration fails with the same key
+        {"integration_id": "ga-0", "provider": "google", "error": err, "authorized_by": ALICE},
+        {"integration_id": "ga-0", "status": "succeeded"},
+        {"integration_id": "ga-1", "provider": "google", "error": err, "authorized_by": ALICE},
+    ]
+    assert client.post("/v1/events", json=batch).status_code == 202
+    clock.advance(minutes=2)
+    run_worker_once(client.app)
+    posts = top_level(slack)
+    assert len(posts) == 1 and "ga-1" in posts[0]["text"]
+    engine = client.app.state.engine
+    [b] = [a for a in alerts(engine) if a.integration_id == "ga-1"]
+    assert b.correlation_lead_id is None

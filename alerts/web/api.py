@@ -284,7 +284,11 @@ def resolve_alert(alert_id: int, request: Request, settings: SettingsDep, engine
     return alert_public(_get_alert(engine, alert_id), catalog)
 
 
-@router.post("/v1/notifications/{notification_id}/requeue", tags=["alerts"], dependencies=[Admin])
+@router.post("/v1/notifications/{notification_id}/requeue", tags=["alerts"], dependencies=[Admin],
+             responses={200: {"content": {"application/json": {"example": {
+                 "id": 7, "receiver": "data-team", "channel": "slack", "kind": "firing", "status": "pending",
+                 "attempts": 0, "next_attempt_at": "2026-11-28T09:00:00Z", "sent_at": None, "last_error": None,
+                 "external_ref": None}}}}})
 def requeue_notification(notification_id: int, request: Request, engine: EngineDep, now: NowDep) -> dict[str, Any]:
     """Give a dead notification another round of attempts (after fixing the channel, say)."""
     from alerts import outbox

@@ -110,20 +110,20 @@ def create_app(
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         refused(request, exc.status)
-        return JSONResponse(exc.body(request.url.path), status_code=exc.status, media_type=PROBLEM,
+        return JSONResponse(exc.body(_route_path(request)), status_code=exc.status, media_type=PROBLEM,
                             headers=exc.headers)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         refused(request, 413)
         p = Problem(413, f"body larger than {settings.server.max_body_bytes} bytes")
-        return JSONResponse(p.body(request.url.path), status_code=413, media_type=PROBLEM)
+        return JSONResponse(p.body(_route_path(request)), status_code=413, media_type=PROBLEM)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         refused(request, exc.status_code)
         p = Problem(exc.status_code, str(exc.detail))
-        return JSONResponse(p.body(request.url.path), status_code=exc.status_code, media_type=PROBLEM,
+        return JSONResponse(p.body(_route_path(request)), status_code=exc.status_code, media_type=PROBLEM,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -133,7 +133,7 @@ def create_app(
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"]) or "request"
         p = Problem(422, f"{where}: {first['msg']}", errors=errors)
-        return JSONResponse(p.body(request.url.path), status_code=422, media_type=PROBLEM)
+        return JSONResponse(p.body(_route_path(request)), status_code=422, media_type=PROBLEM)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -84,7 +84,13 @@ async def _post_load(request: Request, body: bytes) -> JSONResponse:
 
 
 def _matches(alert: Alert, name: str) -> bool:
+    """An alert of a Stitch integration (label ``pipeline = stitch``) that this load names.
+
+    Another tool's connector with the same name (a Fivetran "shopify") is never resolved by a Stitch load.
+    """
     wanted = name.casefold()
+    if str((alert.labels or {}).get("pipeline", "")).casefold() != "stitch":
+        return False
     return (
         alert.integration_id.casefold() == wanted
         or str((alert.labels or {}).get("stitch_source", "")).casefold() == wanted
