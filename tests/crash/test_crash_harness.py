@@ -37,11 +37,11 @@ RANDOM_KILLS = int(os.environ.get("ALERTS_CRASH_KILLS", "20"))
 LEASE_S = 2
 
 
-def config(tmp: Path, slack: SlackPeer, smtp: SmtpPeer) -> Path:
-    cfg = tmp / "config.toml"
-    cfg.write_text(f"""
+def service_config(db_url: str, slack: SlackPeer, smtp: SmtpPeer) -> str:
+    """What every crash run configures: fast polling, a short lease, quick retries, Slack and email."""
+    return f"""
 [database]
-url = "sqlite:///{tmp}/alerts.db"
+url = "{db_url}"
 [alerting]
 group_wait = "0s"
 repeat_interval = "30d"
@@ -64,6 +64,12 @@ timeout = "1s"
 name = "team"
 slack = {{ channel = "#data-alerts" }}
 email = {{ to = ["team@example.com"] }}
+"""
+
+
+def config(tmp: Path, slack: SlackPeer, smtp: SmtpPeer) -> Path:
+    cfg = tmp / "config.toml"
+    cfg.write_text(service_config(f"sqlite:///{tmp}/alerts.db", slack, smtp) + f"""
 [[log_sources]]
 name = "taps"
 paths = ["{tmp}/logs/*.log"]

@@ -16,10 +16,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.crash.test_crash_harness import INTEGRATIONS, LEASE_S, deliveries, events, wait_for
+from tests.crash.test_crash_harness import INTEGRATIONS, LEASE_S, deliveries, events, service_config, wait_for
 from tests.peers.postgres import BASE, fresh_schema
 from tests.peers.server import ServerProcess
-from tests.peers.slack import TOKEN, SlackPeer
+from tests.peers.slack import SlackPeer
 from tests.peers.smtp import SmtpPeer
 
 pytestmark = [pytest.mark.crash, pytest.mark.postgres]
@@ -31,32 +31,8 @@ def test_three_replicas_survive_kills_and_terminated_backends(tmp_path) -> None:
         url = f"{schema_url}&application_name={app_name}"
         slack, smtp = SlackPeer().start(), SmtpPeer().start()
         cfg = tmp_path / "config.toml"
-        cfg.write_text(f"""
-[database]
-url = "{url}"
-[alerting]
-group_wait = "0s"
-repeat_interval = "30d"
-[outbox]
-poll_interval = "200ms"
-lease = "{LEASE_S}s"
-backoff_base = "1s"
-backoff_cap = "2s"
-[slack]
-bot_token = "{TOKEN}"
-base_url = "{slack.base_url}"
-allow_loopback_base_url = true
-timeout = "1s"
-[email]
-host = "127.0.0.1"
-port = {smtp.port}
-starttls = false
-timeout = "1s"
-[[receivers]]
-name = "team"
-slack = {{ channel = "#data-alerts" }}
-email = {{ to = ["team@example.com"] }}
-""")
+        cfg.write_text(service_config(url, slack, smtp))
+
         base_env = {k: v for k, v in os.environ.items() if k != "ALERTS_CRASHPOINT"}
 
         def start(crashpoint: str | None = None) -> ServerProcess:
