@@ -96,6 +96,16 @@ def _iana_zone(value: str) -> str:
 IanaZone = Annotated[str, AfterValidator(_iana_zone)]
 
 
+def _tolerance(value: timedelta) -> timedelta:
+    if not 60 <= value.total_seconds() <= 900:
+        raise ValueError("tolerance must be between 60s and 15m")
+    return value
+
+
+# How far a signed request's timestamp may be from our clock, either way (R1.3: 60-900 s).
+Tolerance = Annotated[Duration, AfterValidator(_tolerance)]
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -151,17 +161,10 @@ class SlackSettings(Section):
     webhook_url: SecretStr | None = None
     signing_secret: SecretStr | None = None
     team_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,32}$")] | None = None  # only this workspace's clicks
-    tolerance: Duration = timedelta(seconds=300)  # interactivity requests: allowed clock difference
+    tolerance: Tolerance = timedelta(seconds=300)  # interactivity requests: allowed clock difference
     base_url: HttpUrl = "https://slack.com/api"
     allow_loopback_base_url: bool = False
     timeout: Duration = timedelta(seconds=10)
-
-    @field_validator("tolerance")
-    @classmethod
-    def _tolerance(cls, v: timedelta) -> timedelta:
-        if not 60 <= v.total_seconds() <= 900:
-            raise ValueError("tolerance must be between 60s and 15m")
-        return v
 
     @field_validator("signing_secret")
     @classmethod
@@ -301,14 +304,7 @@ class WebhookSource(Section):
 
     secrets: list[Annotated[WebhookSecret, BeforeValidator(_secret_item)]] = []
     allow_unsigned: bool = False
-    tolerance: Duration = timedelta(seconds=300)
-
-    @field_validator("tolerance")
-    @classmethod
-    def _tolerance(cls, v: timedelta) -> timedelta:
-        if not 60 <= v.total_seconds() <= 900:
-            raise ValueError("tolerance must be between 60s and 15m")
-        return v
+    tolerance: Tolerance = timedelta(seconds=300)
 
     @field_validator("secrets")
     @classmethod

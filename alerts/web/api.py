@@ -48,6 +48,20 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
+def token_matches(given: str, tokens: list[Any]) -> bool:
+    """Whether ``given`` is one of the configured API tokens (constant time; every token is compared)."""
+    ok = False
+    for t in tokens:
+        ok |= hmac.compare_digest(given.strip().encode(), t.get_secret_value().encode())
+    return ok and bool(given.strip())
+
+
+def require_content_type(request: Request, expected: str) -> None:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != expected:
+        raise Problem(415, f"send the body as {expected}")
+
+
 def require_token(request: Request) -> None:
     """The admin API needs ``Authorization: Bearer <token>`` when ``server.api_tokens`` is set."""
     tokens = request.app.state.settings.server.api_tokens
@@ -55,11 +69,7 @@ def require_token(request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    ok = False
-    if scheme.lower() == "bearer" and given:
-        for t in tokens:
-            ok |= hmac.compare_digest(given.strip().encode(), t.get_secret_value().encode())
-    if not ok:
+    if scheme.lower() != "bearer" or not token_matches(given, tokens):
         raise Problem(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -68,9 +78,7 @@ Admin = Depends(require_token)
 
 async def read_json(request: Request) -> tuple[Any, str]:
     """The body as strictly decoded JSON, and its sha256 (the raw body itself is never stored)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise Problem(415, "send the body as application/json")
+    require_content_type(request, "application/json")
     body = await request.body()
     try:
         return decode_json(body), hashlib.sha256(body).hexdigest()

@@ -28,7 +28,7 @@ from alerts.durations import humanize
 from alerts.models import AlertState, Severity, as_utc
 from alerts.render import ACTION_LABEL
 from alerts.storage import Alert, Notification, session_scope
-from alerts.web.api import alert_public, notification_public
+from alerts.web.api import alert_public, notification_public, require_content_type, token_matches
 from alerts.web.problems import Problem
 from alerts.web.silences import SilenceCreate, create_silence
 
@@ -228,9 +228,7 @@ def login_form(request: Request) -> HTMLResponse:
 
 async def form_fields(request: Request) -> dict[str, str]:
     """A small ``application/x-www-form-urlencoded`` body (no multipart: nothing here uploads files)."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise Problem(415, "send the form as application/x-www-form-urlencoded")
+    require_content_type(request, "application/x-www-form-urlencoded")
     body = await request.body()
     try:
         parsed = parse_qs(body.decode("utf-8", errors="strict"), keep_blank_values=True, max_num_fields=20)
@@ -243,9 +241,7 @@ async def form_fields(request: Request) -> dict[str, str]:
 async def login(request: Request) -> Response:
     token = (await form_fields(request)).get("token", "")[:1000]
     tokens = request.app.state.settings.server.api_tokens
-    ok = False
-    for t in tokens:
-        ok |= hmac.compare_digest(token.strip().encode(), t.get_secret_value().encode())
+    ok = token_matches(token, tokens)
     if tokens and not ok:
         return _page(request, "dashboard/login.html", {"error": "That token is not valid."}, status=401)
     subject = hashlib.sha256(token.encode()).hexdigest()[:16] if tokens else "anonymous"
