@@ -99,6 +99,14 @@ def sanitize(text: str | None, *, limit: int = 4096, keep_newlines: bool = False
     """
     if text is None:
         return None
+    if not (text.isascii() and text.isprintable()):  # printable ASCII (the usual case) has nothing to remove
+        text = _unsafe_removed(text, keep_newlines)
+    if len(text) > limit:
+        text = text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+    return text
+
+
+def _unsafe_removed(text: str, keep_newlines: bool) -> str:
     text = _SURROGATES.sub("\ufffd", text)
     text = _ANSI.sub("", text)
     if keep_newlines:
@@ -107,10 +115,7 @@ def sanitize(text: str | None, *, limit: int = 4096, keep_newlines: bool = False
     else:
         text = re.sub(r"[\r\n]+", " ", text)
         text = _CONTROLS.sub("", text)
-    text = unicodedata.normalize("NFC", text)
-    if len(text) > limit:
-        text = text[: max(0, limit - len(TRUNCATED))] + TRUNCATED
-    return text
+    return unicodedata.normalize("NFC", text)
 
 
 def clean(text: str | None, *, limit: int = 4096, keep_newlines: bool = False) -> str | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from datetime import datetime
+from types import SimpleNamespace
 
 from sqlmodel import Session, select
 
+from alerts.fastsql import Raw
 from alerts.storage import Alert, Silence
 
 
@@ -25,6 +27,13 @@ def matches(silence: Silence, alert: Alert) -> bool:
 
 def active(session: Session, *, now: datetime) -> list[Silence]:
     return list(session.exec(select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now)).all())
+
+
+def active_raw(raw: Raw, *, now: datetime) -> list[SimpleNamespace]:
+    """:func:`active` for the ingest hot path: just the matchers, in one raw statement."""
+    rows = raw.select(f"SELECT integration, provider, code FROM {Silence.__tablename__} "
+                      "WHERE starts_at <= {mark} AND ends_at > {mark}", [now, now])
+    return [SimpleNamespace(integration=i, provider=p, code=c) for i, p, c in rows]
 
 
 def is_silenced(alert: Alert, silences: Iterable[Silence]) -> bool:

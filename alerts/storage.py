@@ -5,6 +5,7 @@ Schema changes go through Alembic (``alerts/migrations``); :func:`upgrade` runs 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import threading
@@ -227,14 +228,50 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
             if not conn.get_execution_options().get("alerts_read_only"):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        # SQLite has one writer at a time. Threads of this process queue on a lock instead of on SQLite's
-        # busy handler, which sleeps in steps of up to 100 ms and would add that to every contended request.
-        engine.info = {"write_lock": threading.RLock()}  # type: ignore[attr-defined]
+        # SQLite has one writer at a time. Writers queue on a lock instead of on SQLite's busy handler,
+        # which sleeps in steps of up to 100 ms and would add that to every contended request: threads
+        # of this process on a mutex, the processes of `serve --workers N` on an flock of <db>.lock.
+        engine.info = {"write_lock": WriteLock(path.with_name(path.name + ".lock"))}  # type: ignore[attr-defined]
 
         if path.exists():
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class WriteLock:
+    """A re-entrant lock held by one thread of one process at a time (a mutex plus ``flock``).
+
+    Waiting on ``flock`` wakes the moment the holder lets go, where SQLite's busy handler polls.
+    The lock file holds nothing; it may be deleted while no one writes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mutex = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> WriteLock:
+        self._mutex.acquire()
+        try:
+            if self._depth == 0:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
 
 
 def check_sqlite(engine: Engine) -> dict[str, Any]:

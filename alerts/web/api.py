@@ -26,22 +26,23 @@ from alerts.web.problems import Problem
 router = APIRouter()
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     return request.app.state.clock()
 
 
+# Async dependencies: FastAPI runs a plain ``def`` dependency in a worker thread (a hop per request).
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
@@ -62,7 +63,7 @@ def require_content_type(request: Request, expected: str) -> None:
         raise Problem(415, f"send the body as {expected}")
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """The admin API needs ``Authorization: Bearer <token>`` when ``server.api_tokens`` is set."""
     tokens = request.app.state.settings.server.api_tokens
     if not tokens:
@@ -145,7 +146,8 @@ async def post_events(request: Request, settings: SettingsDep, engine: EngineDep
         digest,
     )
     crashpoints.hit("after_ingest_commit_before_response")
-    request.app.state.worker.wake.set()
+    if result.wake:  # otherwise the worker's next poll finds what is due later
+        request.app.state.worker.wake.set()
     request.app.state.metrics.count_events("native", accepted=result.accepted, duplicates=result.duplicates)
     return {"accepted": result.accepted, "duplicates": result.duplicates, "alert_ids": result.alert_ids}
 

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from alerts import storage
 from alerts.catalog import Catalog, load_catalog
@@ -28,6 +29,7 @@ from alerts.models import utcnow
 from alerts.render import Renderer
 from alerts.stitch_poller import StitchPoller
 from alerts.web.committer import GroupCommitter
+from alerts.web.fastpath import EventsFastPath
 from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
 from alerts.worker import Worker
 
@@ -135,6 +137,12 @@ def create_app(
         p = Problem(422, f"{where}: {first['msg']}", errors=errors)
         return JSONResponse(p.body(_route_path(request)), status_code=422, media_type=PROBLEM)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up before its body arrived: nothing was stored and nobody reads the answer.
+        log.info("client disconnected before its request body arrived", extra={"path": _route_path(request)})
+        return JSONResponse(Problem(400, "client disconnected").body(), status_code=400, media_type=PROBLEM)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", extra={"path": _route_path(request), "error": type(exc).__name__})
@@ -166,6 +174,8 @@ def create_app(
     def metrics_endpoint() -> PlainTextResponse:
         """Prometheus metrics, every name prefixed ``alerts_``."""
         return PlainTextResponse(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    app.add_middleware(EventsFastPath, state=app.state)  # last added = outermost: the hot path skips the rest
     return app
 
 

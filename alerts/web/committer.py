@@ -37,7 +37,7 @@ class GroupCommitter:
         self._pending.append((events, body_sha256, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
+        return await future  # a cancelled request leaves its events in the transaction; _settle skips it
 
     def _take(self) -> list[tuple[list[AuthErrorEvent], str | None, asyncio.Future[IngestResult]]]:
         batch, size = [], 0
