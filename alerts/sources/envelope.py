@@ -59,29 +59,6 @@ def _check_shape(value: Any) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def _prescan_depth(text: str) -> None:
-    """Refuse absurd nesting before the parser recurses into it."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise BadPayload(f"JSON nested deeper than {MAX_DEPTH}")
-        elif ch in "]}":
-            depth -= 1
-
-
 def decode_json(body: bytes) -> Any:
     """Strict UTF-8 (one leading BOM allowed), no duplicate keys, no NaN/Infinity, 64-bit integers."""
     if body.startswith(b"\xef\xbb\xbf"):
@@ -92,8 +69,6 @@ def decode_json(body: bytes) -> Any:
         raise BadPayload(f"body is not valid UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise BadPayload("empty body")
-    if text.count("[") + text.count("{") > MAX_DEPTH:
-        _prescan_depth(text)
     try:
         value = json.loads(
             text,
@@ -104,9 +79,11 @@ def decode_json(body: bytes) -> Any:
         )
     except BadPayload:
         raise
+    except RecursionError:  # the C parser guards its recursion; _check_shape below says the same for depth 33+
+        raise BadPayload(f"JSON nested deeper than {MAX_DEPTH}") from None
     except json.JSONDecodeError as exc:
         raise BadPayload(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (ValueError, RecursionError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadPayload(f"malformed JSON: {type(exc).__name__}") from None
     _check_shape(value)
     return value
