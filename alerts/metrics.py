@@ -43,14 +43,21 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
         )
         self.registry.register(DatabaseCollector(engine, clock))
+        self._children: dict[tuple[str, str], Counter] = {}
 
     def count_events(self, source: str, *, accepted: int = 0, duplicates: int = 0, rejected: int = 0) -> None:
         if accepted:
-            self.events.labels(source, "accepted").inc(accepted)
+            self._events(source, "accepted").inc(accepted)
         if duplicates:
-            self.events.labels(source, "duplicate").inc(duplicates)
+            self._events(source, "duplicate").inc(duplicates)
         if rejected:
-            self.events.labels(source, "rejected").inc(rejected)
+            self._events(source, "rejected").inc(rejected)
+
+    def _events(self, source: str, outcome: str) -> Counter:
+        child = self._children.get((source, outcome))
+        if child is None:  # labels() takes a lock and builds a key: once per label pair, not per request
+            child = self._children[(source, outcome)] = self.events.labels(source, outcome)
+        return child
 
     def on_sent(self, row: Notification, seconds: float) -> None:
         self.sent.labels(row.channel, row.kind).inc()

@@ -85,7 +85,7 @@ def create_app(
                 log_tailer.close()
             await worker.aclose()
 
-    app = FastAPI(
+    app = AlertsApp(
         title="alerts",
         version="0.1.0",
         summary="One clear message when a data integration's authentication breaks.",
@@ -174,9 +174,15 @@ def create_app(
     def metrics_endpoint() -> PlainTextResponse:
         """Prometheus metrics, every name prefixed ``alerts_``."""
         return PlainTextResponse(metrics.render(), media_type=METRICS_CONTENT_TYPE)
-
-    app.add_middleware(EventsFastPath, state=app.state)  # last added = outermost: the hot path skips the rest
     return app
+
+
+class AlertsApp(FastAPI):
+    """FastAPI with the events hot path (:mod:`alerts.web.fastpath`) in front of its whole middleware
+    stack, FastAPI's own layers included; what the hot path does not take goes through all of it."""
+
+    def build_middleware_stack(self) -> Any:
+        return EventsFastPath(super().build_middleware_stack(), state=self.state)
 
 
 class AccessLog:

@@ -14,7 +14,6 @@ thread hop left is the group commit's (:mod:`alerts.web.committer`).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from typing import Any
@@ -95,8 +94,8 @@ class EventsFastPath:
         if result.wake:
             self.state.worker.wake.set()
         self.state.metrics.count_events("native", accepted=result.accepted, duplicates=result.duplicates)
-        payload = json.dumps({"accepted": result.accepted, "duplicates": result.duplicates,
-                              "alert_ids": result.alert_ids}, separators=(",", ":")).encode()
+        payload = b'{"accepted":%d,"duplicates":%d,"alert_ids":[%s]}' % (
+            result.accepted, result.duplicates, ",".join(map(str, result.alert_ids)).encode())
         await _respond(send, 202, payload, "application/json")
         _access(scope, 202, start)
 
@@ -109,7 +108,7 @@ class EventsFastPath:
         if ctype.split(b";", 1)[0].strip().lower() != b"application/json":
             return False
         guard = getattr(self.state, "webhook_guard", None)
-        if guard is not None:
+        if guard is not None and not guard.limiter.empty:
             client = (scope.get("client") or ("-", 0))[0] or "-"
             if guard.limiter.retry_after(client, guard.now()) is not None:
                 return False  # the guard answers 429

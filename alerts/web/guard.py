@@ -95,6 +95,11 @@ class FailureLimiter:
         self.window = window
         self._hits: dict[str, tuple[float, int]] = {}
 
+    @property
+    def empty(self) -> bool:
+        """No client has failed lately (nobody can be blocked)."""
+        return not self._hits
+
     def retry_after(self, client: str, now: float) -> int | None:
         """Seconds until ``client`` may try again, or ``None`` when it is not blocked."""
         entry = self._hits.get(client)
