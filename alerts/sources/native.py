@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,80 @@ class EventProblem(ValueError):
 
 
 _one = TypeAdapter(NativeEvent)
+_datetime = TypeAdapter(datetime)
+
+# The common event, checked by hand: every key a known field, every value of the plainest valid
+# form. What this does not recognise as valid goes through the model (_one), which accepts it the
+# same way or says what is wrong; so the fast check only has to be conservative, never complete.
+_TEXT_LIMITS = {
+    "integration_id": 1000, "error": 65536, "integration_name": 65536, "provider": 200, "error_code": 100,
+    "account_id": 1000, "reauthorize_url": 2000, "authorized_by": 320,
+}
+_STATUS = {"failed": EventStatus.failed, "succeeded": EventStatus.succeeded}
+_AUTH_METHODS = frozenset(("oauth2", "api_key", "basic"))
+_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}").fullmatch
+_FIELDS = frozenset(NativeEvent.model_fields)
+
+
+def _fast(item: dict[str, Any], source: str) -> AuthErrorEvent | None:
+    """``item`` as an event when it is plainly valid (as the model would read it), else ``None``."""
+    if not _FIELDS.issuperset(item):
+        return None
+    for key, value in item.items():
+        limit = _TEXT_LIMITS.get(key)
+        if limit is not None and value is not None and (type(value) is not str or len(value) > limit):
+            return None
+    iid = item.get("integration_id")
+    given = item.get("status", "failed")
+    status = _STATUS.get(given) if type(given) is str else None
+    if not iid or status is None:
+        return None
+    auth = item.get("auth_method")
+    if auth is not None and (type(auth) is not str or auth not in _AUTH_METHODS):
+        return None
+    eid = item.get("event_id")
+    if eid is not None and not (type(eid) is str and _EVENT_ID(eid)):
+        return None
+    if status is EventStatus.failed and not (item.get("error") or item.get("error_code")):
+        return None
+    occurred = item.get("occurred_at")
+    if occurred is not None:
+        try:
+            occurred = _datetime.validate_python(occurred)
+        except ValidationError:
+            return None
+        if occurred.tzinfo is None:
+            return None
+    labels = item.get("labels")
+    if labels is None:
+        if "labels" in item:
+            return None
+        labels = {}
+    elif type(labels) is not dict or len(labels) > 64 or not all(
+            type(k) is str and type(v) is str and len(k) <= 100 and len(v) <= 1000 for k, v in labels.items()):
+        return None
+    else:
+        labels = dict(labels)
+    return AuthErrorEvent(
+        integration_id=iid, status=status, error=item.get("error"), source=source,
+        integration_name=item.get("integration_name"), provider=item.get("provider"), auth_method=auth,
+        error_code=item.get("error_code"), occurred_at=occurred, account_id=item.get("account_id"),
+        event_id=eid, labels=labels, reauthorize_url=item.get("reauthorize_url"),
+        authorized_by=item.get("authorized_by"),
+    )
+
+
+def parse_native(data: Any, *, max_batch: int, source: str = "native") -> list[AuthErrorEvent]:
+    """:func:`parse_events` straight to :class:`AuthErrorEvent` s, the common event checked by hand."""
+    if type(data) is dict:
+        event = _fast(data, source)
+        if event is not None:
+            return [event]
+    elif type(data) is list and 0 < len(data) <= max_batch:
+        events = [_fast(item, source) if type(item) is dict else None for item in data]
+        if None not in events:
+            return events  # type: ignore[return-value]
+    return [e.to_event(source) for e in parse_events(data, max_batch=max_batch)]
 
 
 def parse_events(data: Any, *, max_batch: int) -> list[NativeEvent]:

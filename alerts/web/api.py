@@ -18,7 +18,7 @@ from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.models import AlertState
 from alerts.sources.envelope import BadPayload, decode_json
-from alerts.sources.native import EventProblem, NativeEvent, parse_events
+from alerts.sources.native import EventProblem, NativeEvent, parse_native
 from alerts.storage import Alert, Notification, session_scope
 from alerts.web import webhooks
 from alerts.web.problems import Problem
@@ -137,12 +137,12 @@ async def post_events(request: Request, settings: SettingsDep, engine: EngineDep
     webhook_id = await webhooks.verify_native(request)
     data, digest = await read_json(request)
     try:
-        events = parse_events(data, max_batch=settings.server.max_batch)
+        events = parse_native(data, max_batch=settings.server.max_batch)
     except EventProblem as exc:
         request.app.state.metrics.count_events("native", rejected=1)
         raise Problem(422, exc.detail, errors=exc.errors) from None
     result = await request.app.state.committer.submit(
-        webhooks.with_delivery_id([e.to_event("native") for e in events], webhook_id, many=isinstance(data, list)),
+        webhooks.with_delivery_id(events, webhook_id, many=isinstance(data, list)),
         digest,
     )
     crashpoints.hit("after_ingest_commit_before_response")

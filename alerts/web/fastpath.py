@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alerts import crashpoints
 from alerts.sources import signing
 from alerts.sources.envelope import BadPayload, decode_json
-from alerts.sources.native import EventProblem, parse_events
+from alerts.sources.native import EventProblem, parse_native
 from alerts.web.problems import PROBLEM, problem_bytes
 from alerts.web.webhooks import with_delivery_id
 
@@ -74,12 +74,11 @@ class EventsFastPath:
                 verified = signing.verify_standard(Headers(scope=scope), body, signing.candidates(source.secrets, now=now),
                                                    now=now, tolerance=source.tolerance)
             data = decode_json(body)
-            parsed = parse_events(data, max_batch=settings.server.max_batch)
+            events = parse_native(data, max_batch=settings.server.max_batch)
         except (signing.Unauthenticated, BadPayload, EventProblem):
             # The full app refuses it (401/400/422) with the one explanation, count and rate limit there are.
             await self.app(scope, _replay(messages, receive), send)
             return
-        events = [e.to_event("native") for e in parsed]
         if verified is not None:
             self.state.webhook_guard.matched("native", verified.index)
             with_delivery_id(events, verified.message_id, many=isinstance(data, list))
