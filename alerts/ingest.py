@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from sqlmodel import Session, select
 from alerts import lifecycle, outbox, silences
 from alerts.catalog import Catalog
 from alerts.config import Settings
-from alerts.fastsql import Raw
+from alerts.fastsql import Raw, transaction
 from alerts.lifecycle import Action, AlertView, EventView, Policy
 from alerts.links import reauthorize_url
 from alerts.models import (
@@ -49,7 +50,7 @@ class IngestResult:
     duplicates: int = 0
     alert_ids: list[int] = field(default_factory=list)
     wake: bool = False  # a notification is due now: the delivery worker should look at once
-    _alerts: dict[int, Any] = field(default_factory=dict, repr=False)  # by id(): records, in order
+    _alerts: dict[int, Any] = field(default_factory=dict, repr=False)  # records (by id()) and ids, in order
     _ids: set[int] = field(default_factory=set, repr=False)
 
     def add_alert(self, alert_id: int | None) -> None:
@@ -58,12 +59,12 @@ class IngestResult:
             self.alert_ids.append(alert_id)
 
     def add_alert_obj(self, alert: Any) -> None:
-        """Remember an alert whose id may not exist yet (it is assigned at flush)."""
-        self._alerts.setdefault(id(alert), alert)
+        """Remember an alert (or its id) whose id may not be known yet (new alerts get theirs when inserted)."""
+        self._alerts.setdefault(alert if isinstance(alert, int) else id(alert), alert)
 
     def resolve_ids(self) -> None:
         for alert in self._alerts.values():
-            self.add_alert(alert.id)
+            self.add_alert(alert if isinstance(alert, int) else alert.id)
         self._alerts.clear()
 
 
@@ -121,8 +122,22 @@ def _cleaned(text: str | None) -> str | None:
 
 def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now: datetime,
             body_sha256: str | None = None) -> Prepared:
-    """Normalise, classify and fingerprint one event. The same error text arrives again and again
-    (a broken integration fails every run), so classification and redaction are memoised."""
+    """Normalise, classify and fingerprint one event.
+
+    A broken integration fails the same way on every run, so the outcome is memoised by the event's
+    fields (events with labels of their own are worked out each time: labels are part of the key
+    space of the fingerprint and rarely repeat)."""
+    memo = None if event.labels else _memo_of(settings, catalog)
+    if memo is not None:
+        key = (event.integration_id, event.status, event.integration_name, event.provider, event.auth_method,
+               event.account_id, event.error, event.error_code)
+        hit = memo.get(key)
+        if hit is not None:
+            (event.integration_id, event.integration_name, event.provider, event.auth_method, event.account_id,
+             event.error, labels, entry, fp, error) = hit
+            event.labels = dict(labels)
+            occurred = as_utc(event.occurred_at) if event.occurred_at else now
+            return Prepared(event, entry, occurred, error, fp, body_sha256)
     event = normalise(event, settings, catalog)
     entry = None
     if event.status == EventStatus.failed:
@@ -138,8 +153,27 @@ def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now:
             auth_method=event.auth_method,
             labels=event.labels,
         )
+    error = _cleaned(event.error)
+    if memo is not None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = (event.integration_id, event.integration_name, event.provider, event.auth_method,
+                     event.account_id, event.error, dict(event.labels), entry, fp, error)
     occurred = as_utc(event.occurred_at) if event.occurred_at else now
-    return Prepared(event, entry, occurred, _cleaned(event.error), fp, body_sha256)
+    return Prepared(event, entry, occurred, error, fp, body_sha256)
+
+
+_MEMO_SIZE = 50_000
+_memo: tuple[Any, Any, dict[tuple[Any, ...], tuple[Any, ...]]] | None = None
+
+
+def _memo_of(settings: Settings, catalog: Catalog) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """The memo of :func:`prepare` for these settings and this catalog (a new one when either changes)."""
+    global _memo
+    current = _memo
+    if current is None or current[0]() is not settings or current[1]() is not catalog:
+        current = _memo = (weakref.ref(settings), weakref.ref(catalog), {})
+    return current[2]
 
 
 def ingest(
@@ -169,7 +203,7 @@ def ingest_groups(
 
     A concurrent writer (another replica) may open the same alert or store the same ``event_id``
     between our read and our write; the unique indexes refuse the second one and the whole
-    transaction is retried, now seeing the other writer's rows.
+    transaction is retried, now seeing the other writer's rows (so is a PostgreSQL deadlock).
     """
     shas = body_sha256s or [None] * len(groups)
     prepared = [
@@ -180,17 +214,26 @@ def ingest_groups(
     for attempt in range(4):
         results = [IngestResult() for _ in groups]
         try:
-            with session_scope(engine) as session:
-                batch = Batch(session, settings=settings, catalog=catalog, now=now)
+            with transaction(engine) as raw:
+                batch = Batch(raw, settings=settings, catalog=catalog, now=now)
                 batch.apply(items, results)
+            wake = batch.due_now
             for r in results:
-                r.wake = batch.due_now
+                r.wake = wake
             return results
-        except sa.exc.IntegrityError:
-            if attempt == 3:
+        except (sa.exc.IntegrityError, sa.exc.OperationalError, ConcurrentOpen) as exc:
+            if attempt == 3 or not _retryable(exc):
                 raise
             log.info("ingest conflict with a concurrent writer; retrying", extra={"attempt": attempt + 1})
     raise AssertionError("unreachable")
+
+
+def _retryable(exc: Exception) -> bool:
+    """A conflict with a concurrent writer: a unique index refused our row, or (PostgreSQL) a deadlock
+    between two replicas locking the same alerts, or a serialization failure."""
+    if isinstance(exc, sa.exc.IntegrityError | ConcurrentOpen):
+        return True
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001")
 
 
 def apply_event(
@@ -205,7 +248,7 @@ def apply_event(
 ) -> None:
     """Apply one event inside the caller's transaction (log tailers commit their offsets with it)."""
     p = prepare(event, settings=settings, catalog=catalog, now=now, body_sha256=body_sha256)
-    Batch(session, settings=settings, catalog=catalog, now=now).apply([(0, p)], [result])
+    Batch(Raw.of(session), settings=settings, catalog=catalog, now=now).apply([(0, p)], [result])
 
 
 class AlertRecord:
@@ -214,10 +257,18 @@ class AlertRecord:
     def __init__(self, data: dict[str, Any], *, new: bool = False) -> None:
         self.__dict__.update(data)
         self.new = new
-        self.dirty = new
+        self.dirty = new  # to be written back
+        self.full = new  # more changed than a plain repeat's columns
 
-    def values(self, columns: list[str]) -> dict[str, Any]:
-        return {c: getattr(self, c) for c in columns}
+    def values(self, columns: list[str]) -> tuple[Any, ...]:
+        return tuple([getattr(self, c) for c in columns])
+
+
+def _column_default(column: Any) -> Any:
+    default = column.default
+    if default is None or not getattr(default, "is_scalar", False):
+        return None
+    return default.arg
 
 
 _ALERT = Alert.__table__  # type: ignore[attr-defined]
@@ -225,13 +276,40 @@ _ALERT_COLUMNS = [c.name for c in _ALERT.columns]
 _ALERT_TIMES = {c.name for c in _ALERT.columns if isinstance(c.type, UTCDateTime)}
 _ALERT_JSON = {c.name for c in _ALERT.columns if isinstance(c.type, sa.JSON)}
 _ALERT_BOOLS = {c.name for c in _ALERT.columns if isinstance(c.type, sa.Boolean)}
-# What an event can change on an existing alert; written back with one executemany UPDATE.
-_MUTABLE = ["integration_name", "count", "last_seen", "last_error", "code", "severity", "state", "notify_seq",
-            "last_notified_at", "resolved_at", "resolved_by"]
-_UPDATE_ALERT = sa.update(_ALERT).where(_ALERT.c.id == sa.bindparam("_id")).values(
-    {c: sa.bindparam(c) for c in _MUTABLE})
-_INSERT_EVENT = sa.insert(Event.__table__)  # type: ignore[attr-defined]
-_INSERT_ALERT = sa.insert(_ALERT)
+_ALERT_DEFAULTS = {c.name: _column_default(c) for c in _ALERT.columns}
+# What an event can change on an existing alert. A plain repeat changes only the first four.
+_BUMPED = ["count", "last_seen", "last_error", "integration_name"]
+_MUTABLE = [*_BUMPED, "code", "severity", "state", "notify_seq", "last_notified_at", "resolved_at", "resolved_by"]
+_NEW_ALERT_COLUMNS = [c for c in _ALERT_COLUMNS if c != "id"]
+# The partial unique index refuses a second open alert; the writer that comes second sees it and retries.
+_OPEN_CONFLICT = "ON CONFLICT (fingerprint) WHERE state != 'resolved' DO NOTHING"
+_EVENT = Event.__table__  # type: ignore[attr-defined]
+_EVENT_COLUMNS = ["event_id", "source", "integration_id", "status", "provider", "auth_method", "code", "error",
+                  "occurred_at", "received_at", "alert_id", "body_sha256"]
+
+
+# A repeat that owes nothing (Batch._count_quiet_repeats): the alert is open, no event is more severe
+# than it (lifecycle.decide escalates only to a higher rank) and no reminder is due
+# (lifecycle.reminder_due, ``{mark}`` = now - repeat_interval). ``v`` holds, per fingerprint: the number
+# of events, the latest occurrence and its error, the last name given, the highest rank.
+_QUIET = ["fingerprint", "n", "last_seen", "last_error", "integration_name", "rank"]
+_QUIET_TYPES = {"n": sa.Integer(), "rank": sa.Integer()}
+_QUIET_SET = (
+    "count = alert.count + v.n, "
+    "last_error = CASE WHEN v.last_seen >= alert.last_seen THEN v.last_error ELSE alert.last_error END, "
+    "last_seen = CASE WHEN v.last_seen >= alert.last_seen THEN v.last_seen ELSE alert.last_seen END, "
+    "integration_name = COALESCE(v.integration_name, alert.integration_name)"
+)
+_QUIET_WHERE = (
+    "alert.fingerprint = v.fingerprint AND alert.state != 'resolved' AND v.rank <= CASE alert.severity "
+    + " ".join(f"WHEN '{sev.value}' THEN {sev.rank}" for sev in Severity) + " END "
+    "AND NOT (alert.state = 'firing' AND NOT alert.silenced AND alert.last_notified_at IS NOT NULL "
+    "AND alert.last_notified_at <= {mark})"
+)
+
+
+class ConcurrentOpen(Exception):
+    """Another writer opened an alert this batch meant to open: the batch is retried and counts it instead."""
 
 
 class Batch:
@@ -239,13 +317,13 @@ class Batch:
 
     State is read once (open alerts of the batch's fingerprints and integrations, their last
     resolutions, active silences); every event is applied in order, in memory, with the pure
-    :func:`lifecycle.decide`; then the outcome is written back: one UPDATE (executemany) for the
-    alerts that changed, one INSERT … RETURNING for new alerts, one multi-row INSERT of events,
-    one of outbox rows.
+    :func:`lifecycle.decide`; then the outcome is written back, each a multi-row statement: an UPDATE
+    of the alerts that only counted a repeat, one of those that changed more, an INSERT … ON
+    CONFLICT DO NOTHING RETURNING of new alerts, an INSERT of the events and one of outbox rows.
     """
 
-    def __init__(self, session: Session, *, settings: Settings, catalog: Catalog, now: datetime) -> None:
-        self.session = session
+    def __init__(self, raw: Raw, *, settings: Settings, catalog: Catalog, now: datetime) -> None:
+        self.raw = raw
         self.settings = settings
         self.catalog = catalog
         self.now = now
@@ -254,7 +332,6 @@ class Batch:
         self.by_integration: dict[str, list[AlertRecord]] = {}
         self.last_resolved: dict[str, datetime] = {}
         self._silences: list[Any] | None = None  # read when the batch opens its first alert
-        self._raw: Raw | None = None
         self.records: list[AlertRecord] = []
         self.notify: list[tuple[AlertRecord, Kind, int, datetime]] = []  # (alert, kind, seq, due)
         self.resolved: list[AlertRecord] = []
@@ -263,56 +340,59 @@ class Batch:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _load(self, items: list[tuple[int, Prepared]]) -> set[str]:
-        s = self.session
-        pg = s.get_bind().dialect.name == "postgresql"
-        fps = sorted({p.fingerprint for _, p in items if p.fingerprint})
-        integrations = sorted({p.event.integration_id for _, p in items
-                               if p.event.status == EventStatus.succeeded})
+    def _seen(self, items: list[tuple[int, Prepared]]) -> set[str]:
+        """The batch's event ids that are stored already (replays)."""
         ids = [p.event.event_id for _, p in items if p.event.event_id]
-        # Raw SELECTs (fastsql): SQLAlchemy's statement building and per-row result processing were
-        # a quarter of ingest's time.
         raw = self.raw
         seen: set[str] = set()
         for chunk in _chunks(ids, 500):
-            seen.update(r[0] for r in raw.select(
-                f"SELECT event_id FROM {Event.__tablename__} WHERE event_id IN ({raw.marks(len(chunk))})", chunk))
+            cond, params = raw.in_("event_id", chunk)
+            seen.update(r[0] for r in raw.select(f"SELECT event_id FROM {Event.__tablename__} WHERE {cond}", params))
+        return seen
+
+    def _load(self, items: list[tuple[int, Prepared]]) -> None:
+        """The open alerts ``items`` can touch, their fingerprints' last resolutions, correlation leads."""
+        if not items:
+            return
+        raw = self.raw
+        fps = sorted({p.fingerprint for _, p in items if p.fingerprint})
+        integrations = sorted({p.event.integration_id for _, p in items
+                               if p.event.status == EventStatus.succeeded})
+        # Raw SELECTs (fastsql): SQLAlchemy's statement building and per-row result processing were
+        # a quarter of ingest's time.
         conds, params = [], []
         for chunk in _chunks(fps, 500):
-            conds.append(f"fingerprint IN ({raw.marks(len(chunk))})")
-            params += chunk
+            cond, values = raw.in_("fingerprint", chunk)
+            conds.append(cond)
+            params += values
         # A success resolves the integration's failures, not its token-expiry warning (a sync that works
         # today says nothing about a refresh token that expires next week).
         for chunk in _chunks(integrations, 500):
-            conds.append(f"(integration_id IN ({raw.marks(len(chunk))}) AND code != {{mark}})")
-            params += [*chunk, TOKEN_EXPIRING]
+            cond, values = raw.in_("integration_id", chunk)
+            conds.append(f"({cond} AND code != {{mark}})")
+            params += [*values, TOKEN_EXPIRING]
         if conds:
             sql = (f"SELECT {', '.join(_ALERT_COLUMNS)} FROM {_ALERT.name} WHERE state != {{mark}} AND "
-                   f"({' OR '.join(conds)}) ORDER BY id{' FOR UPDATE' if pg else ''}")
+                   f"({' OR '.join(conds)}) ORDER BY id{'' if raw.sqlite else ' FOR UPDATE'}")
             for row in raw.select(sql, [AlertState.resolved.value, *params]):
                 rec = AlertRecord(_alert_row(raw, row))
                 self.records.append(rec)
                 self.open[rec.fingerprint] = rec
                 self.by_integration.setdefault(rec.integration_id, []).append(rec)
-        for chunk in _chunks(fps, 500):
+        # When an alert was last resolved matters only where none is open (a late event must not reopen it).
+        for chunk in _chunks([fp for fp in fps if fp not in self.open], 500):
+            cond, values = raw.in_("fingerprint", chunk)
             rows = raw.select(f"SELECT fingerprint, MAX(resolved_at) FROM {_ALERT.name} WHERE state = {{mark}} AND "
-                              f"fingerprint IN ({raw.marks(len(chunk))}) GROUP BY fingerprint",
-                              [AlertState.resolved.value, *chunk])
+                              f"{cond} GROUP BY fingerprint", [AlertState.resolved.value, *values])
             self.last_resolved.update({fp: raw.datetime_of(at) for fp, at in rows if at is not None})
         keys = sorted({k for _, p in items if (k := correlation_key(p, self.settings))})
         for chunk in _chunks(keys, 500):
-            stmt = sa.select(_ALERT).where(_ALERT.c.correlation_key.in_(chunk), _ALERT.c.correlation_lead_id.is_(None),
-                                           _ALERT.c.state != AlertState.resolved.value).order_by(_ALERT.c.id)
-            for row in s.execute(stmt).mappings():
-                rec = self._known(dict(row))
+            cond, values = raw.in_("correlation_key", chunk)
+            for row in raw.select(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM {_ALERT.name} WHERE {cond} "
+                                  "AND correlation_lead_id IS NULL AND state != {mark} ORDER BY id",
+                                  [*values, AlertState.resolved.value]):
+                rec = self._known(_alert_row(raw, row))
                 self.leads.setdefault(rec.correlation_key, rec)
-        return seen
-
-    @property
-    def raw(self) -> Raw:
-        if self._raw is None:
-            self._raw = Raw(self.session)
-        return self._raw
 
     def _known(self, row: dict[str, Any]) -> AlertRecord:
         """The record of an alert row, the same object if it was loaded already."""
@@ -326,8 +406,8 @@ class Batch:
     # -- applying -----------------------------------------------------------------------------
 
     def apply(self, items: list[tuple[int, Prepared]], results: list[IngestResult]) -> None:
-        seen = self._load(items)
-        rows: list[tuple[Prepared, AlertRecord | None]] = []
+        seen = self._seen(items)
+        accepted: list[tuple[int, Prepared]] = []
         for index, p in items:
             eid = p.event.event_id
             if eid and eid in seen:
@@ -336,59 +416,109 @@ class Batch:
             if eid:
                 seen.add(eid)
             results[index].accepted += 1
-            touched = self._apply_one(p)
+            accepted.append((index, p))
+        quiet = self._count_quiet_repeats(accepted)
+        self._load([(i, p) for i, p in accepted if p.fingerprint not in quiet])
+        rows: list[tuple[Prepared, AlertRecord | int | None]] = []
+        for index, p in accepted:
+            touched: list[Any] = [quiet[p.fingerprint]] if p.fingerprint in quiet else self._apply_one(p)
             for alert in touched:
                 results[index].add_alert_obj(alert)
             rows.append((p, touched[-1] if touched else None))
         self._write(rows, results)
 
-    def _write(self, rows: list[tuple[Prepared, AlertRecord | None]], results: list[IngestResult]) -> None:
-        s = self.session
+    def _count_quiet_repeats(self, items: list[tuple[int, Prepared]]) -> dict[str, int]:
+        """Count the failures that owe nobody a message, in one statement; their alert ids by fingerprint.
+
+        Most events repeat a failure whose alert is open: no new alert, no more severe code, no reminder
+        due. All :func:`lifecycle.decide` does with such an event is count it (and keep the latest
+        error), in any order; so all of a fingerprint's repeats are applied at once, by one
+        ``UPDATE … RETURNING`` whose WHERE holds exactly when ``decide`` would only count every one of
+        them (``tests/test_quiet_repeats.py`` checks that against the full path). A fingerprint it does
+        not return — no open alert, a more severe code, a reminder due — goes through the full path,
+        as do integrations that also succeeded in this batch (there the order of events matters).
+        """
+        succeeded = {p.event.integration_id for _, p in items if p.event.status == EventStatus.succeeded}
+        repeats: dict[str, list[Any]] = {}  # fingerprint -> [n, latest occurrence, its error, name, rank]
+        for _, p in items:
+            fp = p.fingerprint
+            if fp is None or p.entry is None or p.event.integration_id in succeeded:
+                continue
+            r = repeats.get(fp)
+            rank = p.entry.severity.rank
+            if r is None:
+                repeats[fp] = [1, p.occurred, p.error, p.event.integration_name or None, rank]
+                continue
+            r[0] += 1
+            if p.occurred >= r[1]:  # as _apply_one: the last of the latest occurrences gives last_error
+                r[1], r[2] = p.occurred, p.error
+            if p.event.integration_name:
+                r[3] = p.event.integration_name
+            if rank > r[4]:
+                r[4] = rank
+        if not repeats:
+            return {}
+        counted = self.raw.update_from(
+            _ALERT, _QUIET, [(fp, *r) for fp, r in repeats.items()], set_=_QUIET_SET, where=_QUIET_WHERE,
+            returning="alert.id, alert.fingerprint", params=[self.now - self.policy.repeat_interval],
+            types=_QUIET_TYPES)
+        return {fp: alert_id for alert_id, fp in counted}
+
+    def _write(self, rows: list[tuple[Prepared, AlertRecord | int | None]], results: list[IngestResult]) -> None:
+        raw = self.raw
         for alert in self.resolved:
             if not alert.new:  # only an alert that existed before this batch can have told anyone
-                _resolve_notifications(s, alert, now=self.now, settings=self.settings)
-        raw = Raw(s)
-        raw.executemany(_UPDATE_ALERT, [{"_id": r.id, **r.values(_MUTABLE)} for r in self.records
-                                        if r.dirty and not r.new])
+                _resolve_notifications(raw, alert, now=self.now, settings=self.settings)
+        changed = [r for r in self.records if r.dirty and not r.new]
+        raw.update(_ALERT, _BUMPED, [(*r.values(_BUMPED), r.id) for r in changed if not r.full])
+        raw.update(_ALERT, _MUTABLE, [(*r.values(_MUTABLE), r.id) for r in changed if r.full])
         # New alerts, leads first: a member stores its lead's id, which a new lead only has once inserted.
-        # Ids are read back by fingerprint: at most one open alert has each (a partial unique index).
         new = [r for r in self.records if r.new]
-        columns = [c for c in _ALERT_COLUMNS if c != "id"]
         for group in ([r for r in new if getattr(r, "lead", None) is None],
                       [r for r in new if getattr(r, "lead", None) is not None]):
             for rec in group:
                 if getattr(rec, "lead", None) is not None:
                     rec.correlation_lead_id = rec.lead.id
-            raw.executemany(_INSERT_ALERT, [r.values(columns) for r in group])
-            by_fp = {r.fingerprint: r for r in group}
-            for chunk in _chunks(list(by_fp), 500):
-                for new_id, fp in raw.select(f"SELECT id, fingerprint FROM {_ALERT.name} WHERE state != {{mark}} "
-                                             f"AND fingerprint IN ({raw.marks(len(chunk))})",
-                                             [AlertState.resolved.value, *chunk]):
-                    by_fp[fp].id = new_id
+            self._insert_alerts(group)
         for r in results:
             r.resolve_ids()
-        raw.executemany(_INSERT_EVENT, [self._event_row(p, alert) for p, alert in rows])
+        raw.insert(_EVENT, _EVENT_COLUMNS, [self._event_row(p, alert) for p, alert in rows])
         if self.succeeded:  # a successful sync used the refresh token: inactivity-based lifetimes restart
-            tok = Token.__table__  # type: ignore[attr-defined]
-            s.execute(sa.update(tok).where(tok.c.integration_id == sa.bindparam("iid"), sa.or_(
-                tok.c.last_used_at.is_(None), tok.c.last_used_at < sa.bindparam("at"))).values(
-                last_used_at=sa.bindparam("at")),
-                [{"iid": k, "at": v} for k, v in self.succeeded.items()])
+            raw.executemany(f"UPDATE {Token.__tablename__} SET last_used_at = {{mark}} WHERE integration_id = {{mark}} "
+                            "AND (last_used_at IS NULL OR last_used_at < {mark})",
+                            [(at, iid, at) for iid, at in self.succeeded.items()])
         notes = []
         for alert, kind, seq, due in self.notify:
             notes.extend(outbox.notification_row(alert_id=alert.id, kind=kind, seq=seq, target=t, due=due,
                                                  now=self.now) for t in _targets(alert, self.settings, self.catalog))
         outbox.insert_many(raw, notes)
 
-    def _event_row(self, p: Prepared, alert: AlertRecord | None) -> dict[str, Any]:
+    def _insert_alerts(self, group: list[AlertRecord]) -> None:
+        """``INSERT … ON CONFLICT DO NOTHING RETURNING id, fingerprint``. A row that did not go in was
+        opened by a concurrent writer first (:class:`ConcurrentOpen`: the batch is retried)."""
+        first: dict[str, AlertRecord] = {}
+        again: list[AlertRecord] = []  # opened, resolved and opened again within the batch: one at a time
+        for rec in group:
+            if rec.fingerprint in first:
+                again.append(rec)
+            else:
+                first[rec.fingerprint] = rec
+        for part in ([*first.values()], *([r] for r in again)):
+            if not part:
+                continue
+            got = self.raw.insert(_ALERT, _NEW_ALERT_COLUMNS, [r.values(_NEW_ALERT_COLUMNS) for r in part],
+                                  conflict=_OPEN_CONFLICT, returning="id, fingerprint")
+            if len(got) != len(part):
+                raise ConcurrentOpen
+            by_fp = {r.fingerprint: r for r in part}
+            for new_id, fp in got:
+                by_fp[fp].id = new_id
+
+    def _event_row(self, p: Prepared, alert: AlertRecord | int | None) -> tuple[Any, ...]:
         e = p.event
-        return {
-            "event_id": e.event_id, "source": e.source, "integration_id": e.integration_id,
-            "status": str(e.status), "provider": e.provider, "auth_method": e.auth_method,
-            "code": p.entry.code if p.entry else None, "error": p.error, "occurred_at": p.occurred,
-            "received_at": self.now, "alert_id": alert.id if alert else None, "body_sha256": p.body_sha256,
-        }
+        alert_id = alert if alert is None or isinstance(alert, int) else alert.id
+        return (e.event_id, e.source, e.integration_id, e.status.value, e.provider, e.auth_method,
+                p.entry.code if p.entry else None, p.error, p.occurred, self.now, alert_id, p.body_sha256)
 
     def _apply_one(self, p: Prepared) -> list[AlertRecord]:
         event = p.event
@@ -439,6 +569,7 @@ class Batch:
             alert.last_seen = p.occurred
             alert.last_error = p.error
         if decision.escalate:
+            alert.full = True
             alert.code = entry.code
             alert.severity = str(entry.severity)
         if decision.notify is not None:
@@ -451,7 +582,7 @@ class Batch:
         return bool(self.resolved) or any(due <= self.now for _, _, _, due in self.notify)
 
     def _owe(self, alert: AlertRecord, kind: Kind, *, due: datetime) -> None:
-        alert.dirty = True
+        alert.dirty = alert.full = True
         alert.notify_seq += 1
         alert.last_notified_at = due
         self.notify.append((alert, kind, alert.notify_seq, due))
@@ -470,7 +601,7 @@ class Batch:
         for bad in rejected:
             log.warning("reauthorize link dropped: not https or host not in [links] allowed_hosts",
                         extra={"integration_id": event.integration_id, "url": bad[:200]})
-        data = {c.name: _column_default(c) for c in _ALERT.columns}
+        data = dict(_ALERT_DEFAULTS)
         data.update(
             id=None,
             fingerprint=fp,
@@ -502,7 +633,7 @@ class Batch:
         return alert
 
     def _resolve(self, alert: AlertRecord, *, at: datetime, by: str) -> None:
-        alert.dirty = True
+        alert.dirty = alert.full = True
         if alert.correlation_key and self.leads.get(alert.correlation_key) is alert:
             del self.leads[alert.correlation_key]
         _mark_resolved(alert, now=self.now, at=at, by=by)  # type: ignore[arg-type]
@@ -541,13 +672,6 @@ def _alert_row(raw: Raw, row: tuple[Any, ...]) -> dict[str, Any]:
     return data
 
 
-def _column_default(column: Any) -> Any:
-    default = column.default
-    if default is None or not getattr(default, "is_scalar", False):
-        return None
-    return default.arg
-
-
 def _targets(alert: Any, settings: Settings, catalog: Catalog) -> list[Target]:
     entry = catalog.get(alert.code)
     owner = settings.integration(alert.integration_id)
@@ -582,7 +706,8 @@ def resolve_alert(
     _mark_resolved(alert, now=now, at=at, by=by)
     session.add(alert)
     session.flush()
-    _resolve_notifications(session, alert, now=now, settings=settings)
+    _resolve_notifications(Raw.of(session), alert, now=now, settings=settings)
+    session.add(alert)  # its notify_seq, when a resolved message is owed
 
 
 def _mark_resolved(alert: Alert, *, now: datetime, at: datetime | None, by: str) -> None:
@@ -591,33 +716,26 @@ def _mark_resolved(alert: Alert, *, now: datetime, at: datetime | None, by: str)
     alert.resolved_by = by
 
 
-def _resolve_notifications(session: Session, alert: Alert, *, now: datetime, settings: Settings) -> None:
-    pending = session.exec(
-        select(Notification).where(
-            Notification.alert_id == alert.id,
-            Notification.status == DeliveryStatus.pending,
-            Notification.attempts == 0,
-        )
-    ).all()
-    for row in pending:
-        row.status = DeliveryStatus.cancelled
-        session.add(row)
-    told = session.exec(
-        select(Notification).where(
-            Notification.alert_id == alert.id,
-            Notification.status.in_([DeliveryStatus.sent, DeliveryStatus.failed, DeliveryStatus.pending]),
-            Notification.kind == Kind.firing.value,
-        )
-    ).all()
+def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Settings) -> None:
+    """Cancel the alert's messages never tried; owe a ``resolved`` message to whoever was told (or is
+    about to be) that it fired. ``alert`` is an :class:`Alert` or an :class:`AlertRecord`."""
+    table = Notification.__tablename__
+    raw.executemany(f"UPDATE {table} SET status = {{mark}} WHERE alert_id = {{mark}} AND status = {{mark}} "
+                    "AND attempts = 0", [(DeliveryStatus.cancelled.value, alert.id, DeliveryStatus.pending.value)])
+    told = raw.select(
+        f"SELECT receiver, channel, target FROM {table} WHERE alert_id = {{mark}} AND kind = {{mark}} "
+        f"AND status IN ({{mark}}, {{mark}}, {{mark}}) ORDER BY id",
+        [alert.id, Kind.firing.value, DeliveryStatus.sent.value, DeliveryStatus.failed.value,
+         DeliveryStatus.pending.value])
     if not settings.alerting.send_resolved or alert.silenced or not told:
         return
-    targets = _unique_targets(told)
+    targets: dict[tuple[str, str], Target] = {}
+    for receiver, channel, target in told:
+        targets.setdefault((receiver, channel), Target(receiver, channel, dict(raw.json_of(target) or {})))
     alert.notify_seq += 1
     alert.last_notified_at = now
-    if isinstance(alert, Alert):
-        session.add(alert)
-    outbox.enqueue(session, alert_id=alert.id, kind=Kind.resolved, seq=alert.notify_seq, targets=targets,
-                   due=now, now=now)
+    outbox.insert_many(raw, [outbox.notification_row(alert_id=alert.id, kind=Kind.resolved, seq=alert.notify_seq,
+                                                     target=t, due=now, now=now) for t in targets.values()])
 
 
 def acknowledge_alert(session: Session, alert: Alert, *, now: datetime, by: str) -> bool:
@@ -678,13 +796,6 @@ def _enqueue(session: Session, alert: Alert, kind: Kind, *, seq: int, due: datet
              settings: Settings, catalog: Catalog) -> None:
     outbox.enqueue(session, alert_id=alert.id, kind=kind, seq=seq, targets=_targets(alert, settings, catalog),
                    due=due, now=now)
-
-
-def _unique_targets(rows) -> list[Target]:
-    seen: dict[tuple[str, str], Target] = {}
-    for r in rows:
-        seen.setdefault((r.receiver, r.channel), Target(r.receiver, r.channel, dict(r.target or {})))
-    return list(seen.values())
 
 
 def is_silenced(session: Session, alert: Alert, *, now: datetime) -> bool:

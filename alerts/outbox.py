@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -92,16 +90,12 @@ def insert_rows(session: Session, rows: list[dict]) -> list[int]:
     stmt = insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(table.c.id)
     return [r[0] for r in session.execute(stmt, rows)]
 
-_INSERT_IGNORE = {
-    "sqlite": sqlite_insert(Notification.__table__).on_conflict_do_nothing(index_elements=["idempotency_key"]),
-    "postgresql": pg_insert(Notification.__table__).on_conflict_do_nothing(index_elements=["idempotency_key"]),
-}
-
-
 def insert_many(raw: Raw, rows: list[dict]) -> None:
     """:func:`insert_rows` for the ingest hot path: the same rows, no ids returned, no per-row ORM work."""
     if rows:
-        raw.executemany(_INSERT_IGNORE[raw.dialect.name], rows)
+        columns = list(rows[0])
+        raw.insert(Notification.__table__, columns, [tuple([r[c] for c in columns]) for r in rows],
+                   conflict="ON CONFLICT (idempotency_key) DO NOTHING")
 
 
 def claim(engine: Engine, *, now: datetime, lease: timedelta, limit: int) -> list[Notification]:

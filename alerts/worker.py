@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from alerts import crashpoints, digest, ingest, outbox, storage, tokens
+from alerts import crashpoints, digest, ingest, outbox, tokens
 from alerts.catalog import Catalog
 from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.email import EmailChannel, PartialDelivery
@@ -33,7 +33,6 @@ from alerts.storage import Alert, Notification, session_scope
 log = logging.getLogger("alerts.worker")
 
 Clock = Callable[[], datetime]
-CHECKPOINT_EVERY = timedelta(seconds=60)
 # What several integrations failing together with one code most likely means (issue: one cause, many alerts).
 LIKELY_CAUSE = {
     "invalid_grant": "the app was likely de-authorized or the user's password changed",
@@ -79,7 +78,6 @@ class Worker:
             cap=settings.outbox.backoff_cap,
         )
         self.last_tick: datetime | None = None
-        self.last_checkpoint: datetime | None = None
         self.on_sent: Callable[[Notification, float], None] | None = None  # (row, seconds since enqueued)
         self.domain = message_domain(settings.email.from_addr)
         self.fresh_links = FreshLinks(engine=engine, settings=settings, clock=clock)
@@ -115,9 +113,6 @@ class Worker:
         await asyncio.to_thread(
             ingest.enqueue_reminders, self.engine, settings=self.settings, catalog=self.catalog, now=now
         )
-        if self.last_checkpoint is None or now - self.last_checkpoint >= CHECKPOINT_EVERY:
-            self.last_checkpoint = now
-            await asyncio.to_thread(storage.checkpoint, self.engine)
         await asyncio.to_thread(tokens.check, self.engine, settings=self.settings, catalog=self.catalog, now=now)
         if self.settings.digests:
             await asyncio.to_thread(

@@ -78,7 +78,7 @@ def test_raw_outbox_insert_ignores_a_repeated_idempotency_key(db_url, make_setti
                                   due=now, now=now)
     for _ in range(2):
         with session_scope(engine) as s:
-            outbox.insert_many(Raw(s), [row])
+            outbox.insert_many(Raw.of(s), [row])
     with session_scope(engine) as s:
         [stored] = s.exec(select(Notification)).all()
         assert stored.target == {"to": "a@b"} and stored.next_attempt_at == now and stored.payload is None

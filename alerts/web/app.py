@@ -63,10 +63,13 @@ def create_app(
         stitch_task = asyncio.create_task(stitch_poller.run(), name="stitch-poller") \
             if run_worker and stitch_poller else None
         tail_task = asyncio.create_task(log_tailer.run(), name="log-tailer") if run_worker and log_tailer else None
+        checkpointer = storage.Checkpointer(engine).start() if run_worker else None
         log.info("alerts ready", extra={"settings": settings.redacted_dump()})
         try:
             yield
         finally:
+            if checkpointer is not None:
+                await asyncio.to_thread(checkpointer.stop)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -178,11 +181,16 @@ def create_app(
 
 
 class AlertsApp(FastAPI):
-    """FastAPI with the events hot path (:mod:`alerts.web.fastpath`) in front of its whole middleware
-    stack, FastAPI's own layers included; what the hot path does not take goes through all of it."""
+    """FastAPI with the events hot path (:mod:`alerts.web.fastpath`) in front of everything FastAPI does
+    per request (its telemetry check, its middleware stack); what the hot path does not take goes
+    through all of it."""
 
-    def build_middleware_stack(self) -> Any:
-        return EventsFastPath(super().build_middleware_stack(), state=self.state)
+    _fast: EventsFastPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._fast is None:
+            self._fast = EventsFastPath(super().__call__, state=self.state)
+        await self._fast(scope, receive, send)
 
 
 class AccessLog:

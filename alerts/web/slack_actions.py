@@ -53,6 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -273,7 +274,8 @@ def _record(s: Session, key: str, *, alert: Alert, action: str, now: datetime, b
         event_id=key, source=SOURCE, integration_id=alert.integration_id, status=action,
         provider=alert.provider, auth_method=alert.auth_method, code=alert.code, error=None,
         occurred_at=now, received_at=now, alert_id=alert.id, body_sha256=body_sha256,
-    ).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.id)
+    ).on_conflict_do_nothing(index_elements=["event_id"], index_where=sa.text("event_id IS NOT NULL")
+                             ).returning(table.c.id)
     return s.execute(stmt).first() is not None
 
 
