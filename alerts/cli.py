@@ -91,6 +91,7 @@ def serve(
 
     from alerts.jsonlog import setup_logging
     from alerts.web import create_app
+    from alerts.web.app import tune_gc
 
     settings = settings_from(config)
     if host:
@@ -102,7 +103,9 @@ def serve(
     common = {"host": settings.server.host, "port": settings.server.port, "log_config": None, "access_log": False,
                   "timeout_keep_alive": 5, "server_header": False}
     if workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        app_ = create_app(settings)
+        tune_gc()
+        uvicorn.run(app_, **common)
         return
     # Several processes: migrate once here, then each process builds its app from the same config.
     engine_from(settings).dispose()

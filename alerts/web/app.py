@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -229,7 +230,22 @@ def app_from_environment() -> FastAPI:
 
     settings = load_settings()
     setup_logging(settings.log.level, settings.log.format)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
+
+
+def tune_gc() -> None:
+    """Garbage collection for a serving process (``alerts serve`` calls this once the app is built).
+
+    Ingest allocates some hundred short-lived objects per event and almost no reference cycles, so
+    reference counting frees them; the cyclic collector, run every 700 allocations by default, only
+    walks the heap — a quarter of ingest's CPU in batches of 100 (63 -> 40 us per event measured).
+    ``gc.freeze()`` moves what start-up built (modules, settings, the catalog) out of its sight, and a
+    higher first threshold runs it 30 times less often.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def _route_path(request: Request) -> str:
