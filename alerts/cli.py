@@ -62,19 +62,35 @@ def catalog_from(settings: Settings) -> Catalog:
 def engine_from(settings: Settings, *, upgrade: bool = True):  # -> Engine
     from alerts import storage
 
+    global _clock, _clock_synced
     engine = storage.make_engine(settings.database_url, synchronous=settings.database.synchronous)
     if upgrade:
         try:
             storage.upgrade(engine)
         except Exception as exc:  # a database that cannot be reached or written
             fail(f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    _clock, _clock_synced = storage.DatabaseClock(engine), False
     return engine
 
 
+_clock: Any = None  # the database's clock once a command has opened its database (as `serve` keeps time)
+_clock_synced = False
+
+
 def _now():
+    """Now: by the database's clock when the command has opened its database, else this machine's."""
+    global _clock_synced
     from alerts.models import utcnow
 
-    return utcnow()
+    if _clock is None:
+        return utcnow()
+    if not _clock_synced:
+        _clock_synced = True
+        try:
+            _clock.sync()
+        except Exception:  # noqa: BLE001 - the command's own database error, if any, is reported where it happens
+            pass
+    return _clock()
 
 
 @app.command()

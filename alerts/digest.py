@@ -32,7 +32,7 @@ from alerts.models import AlertState, Kind, Severity, as_utc
 from alerts.render import Renderer, provider_label
 from alerts.routing import Target, facts_of, route_matches
 from alerts.stats import percentile
-from alerts.storage import Alert, DigestRun, Event, session_scope
+from alerts.storage import FIVETRAN, Alert, DigestRun, Event, session_scope
 
 log = logging.getLogger("alerts.digest")
 
@@ -223,8 +223,7 @@ def _fivetran_links(session: Session, items: list[dict[str, Any]]) -> list[list[
     ids = [it["id"] for it in items if it.get("reauthorize_url")]
     if not ids:
         return []
-    fivetran = set(session.exec(select(Event.alert_id).where(Event.alert_id.in_(ids), Event.source == "fivetran")
-                                .distinct()).all())
+    fivetran = set(session.exec(select(Event.alert_id).where(Event.alert_id.in_(ids), FIVETRAN).distinct()).all())
     return [[it["integration_id"], it["reauthorize_url"]] for it in items if it["id"] in fivetran]
 
 

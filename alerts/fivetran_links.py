@@ -31,7 +31,7 @@ from sqlmodel import select
 from alerts.config import Settings
 from alerts.models import Kind, utcnow
 from alerts.render import Rendered, slack_url
-from alerts.storage import Alert, Event, session_scope
+from alerts.storage import FIVETRAN, Alert, Event, session_scope
 
 log = logging.getLogger("alerts.fivetran")
 
@@ -126,7 +126,7 @@ class FreshLinks:
             if alert is None or not alert.reauthorize_url:
                 return None
             seen = session.exec(
-                select(Event.id).where(Event.alert_id == alert_id, Event.source == "fivetran").limit(1)
+                select(Event.id).where(Event.alert_id == alert_id, FIVETRAN).limit(1)
             ).first()
             if seen is None:
                 return None

@@ -12,7 +12,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,18 @@ def _ts(**kw: Any) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), **kw))
 
 
+FIVETRAN = sa.text("source = 'fivetran'")  # as a literal: a partial index serves only queries that say so
+
+
 class Event(SQLModel, table=True):
     """Every accepted event, secrets redacted. ``event_id`` is the idempotency key (unique where given)."""
 
     __table_args__ = (
         Index("uq_event_event_id", "event_id", unique=True, sqlite_where=sa.text("event_id IS NOT NULL"),
               postgresql_where=sa.text("event_id IS NOT NULL")),
+        # Events are read back by alert only to know whether Fivetran reported it (fresh Connect Card links):
+        # an index of those alone keeps every other event an append.
+        Index("ix_event_fivetran_alert", "alert_id", sqlite_where=FIVETRAN, postgresql_where=FIVETRAN),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -66,7 +72,7 @@ class Event(SQLModel, table=True):
     error: str | None = None
     occurred_at: datetime | None = _ts()
     received_at: datetime | None = _ts(nullable=False)
-    alert_id: int | None = Field(default=None, index=True)
+    alert_id: int | None = None
     body_sha256: str | None = Field(default=None, max_length=64)
 
 
@@ -324,6 +330,61 @@ def checkpoint(engine: Engine) -> None:
         raw = conn.connection.driver_connection  # autocommit: a checkpoint cannot run inside a transaction
         raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         crashpoints.hit("during_checkpoint")
+
+
+class DatabaseClock:
+    """"Now" as the database tells it, for every replica alike (R2.2: leases, due times and digest
+    periods must not depend on which replica's clock is fast).
+
+    Reading the database on every call would put a round trip on the hot path, so the clock keeps the
+    offset between the database's clock (``clock_timestamp()``) and this machine's, measured at
+    start and then every ``refresh`` seconds by a thread of its own; a call is the local clock plus
+    that offset, never a query. A failed measurement keeps the last offset. SQLite is a file on this
+    machine: its clock is the local clock, and nothing is measured.
+    """
+
+    def __init__(self, engine: Engine, *, refresh: float = 60.0, local: Any = None) -> None:
+        from alerts.models import utcnow
+
+        self.engine = engine
+        self.refresh = refresh
+        self.local = local or utcnow
+        self.offset = timedelta(0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> datetime:
+        return self.local() + self.offset
+
+    def sync(self) -> timedelta:
+        """Measure the offset now (half the round trip is the error at most)."""
+        if self.engine.dialect.name == "sqlite":
+            return self.offset
+        before = self.local()
+        with self.engine.connect() as conn:
+            theirs = conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+        after = self.local()
+        self.offset = as_utc(theirs) - (before + (after - before) / 2)
+        return self.offset
+
+    def start(self) -> DatabaseClock:
+        if self.engine.dialect.name != "sqlite" and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="db-clock", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh):
+            try:
+                self.sync()
+            except Exception as exc:  # noqa: BLE001 - the last offset stays; the next refresh retries
+                _log.warning("could not read the database clock", extra={"error": type(exc).__name__})
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
 
 
 class Checkpointer:

@@ -131,3 +131,53 @@ def test_two_claimers_deliver_each_row_exactly_once(pg_url) -> None:
         assert len(s.exec(select(Notification).where(Notification.status == "sent")).all()) == 1000
     eng.dispose()
 
+
+
+def test_two_schedulers_send_one_digest_per_period(pg_url, smtp, make_settings, make_client, clock) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from alerts.storage import DigestRun
+
+    settings = make_settings(
+        database={"url": pg_url},
+        email={"host": "127.0.0.1", "port": smtp.port, "starttls": False, "from_addr": "alerts@example.com"},
+        digests=[{"name": "morning", "schedule": "0 8 * * *", "timezone": "UTC", "to": ["team@example.com"],
+                  "skip_if_empty": False}],
+    )
+    replicas = [make_client(settings), make_client(settings)]
+
+    def tick_all() -> None:  # both replicas at the same moment, each on its own thread and connection
+        threads = [threading.Thread(target=lambda c=c: asyncio.run(c.app.state.worker.tick())) for c in replicas]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    clock.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    tick_all()  # the first sight of the schedule: a baseline, nothing sent
+    for day in (28, 29):
+        clock.now = datetime(2026, 11, day, 8, 0, 5, tzinfo=UTC)
+        for _ in range(3):
+            tick_all()
+    digests = [m for m in smtp.messages if m.message["X-Alerts-Kind"] == "digest"]
+    assert len(digests) == 2, [m.message["Subject"] for m in digests]
+    eng = storage.make_engine(pg_url)
+    with session_scope(eng) as s:
+        runs = sorted((r.period_start, r.status) for r in s.exec(select(DigestRun)).all())
+    assert [status for _, status in runs] == ["baseline", "sent", "sent"]
+    eng.dispose()
+
+
+def test_the_database_clock_overrules_a_replica_clock_an_hour_fast(pg_url) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    eng = storage.make_engine(pg_url)
+    fast = storage.DatabaseClock(eng, local=lambda: datetime.now(UTC) + timedelta(hours=1))
+    assert fast() - datetime.now(UTC) > timedelta(minutes=59)  # before it has measured: its own clock
+    offset = fast.sync()
+    assert timedelta(minutes=-61) < offset < timedelta(minutes=-59)
+    with eng.connect() as conn:
+        theirs = conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+    assert abs(fast() - theirs) < timedelta(seconds=1)
+    eng.dispose()

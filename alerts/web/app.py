@@ -26,7 +26,6 @@ from alerts.catalog import Catalog, load_catalog
 from alerts.config import Settings
 from alerts.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from alerts.metrics import Metrics
-from alerts.models import utcnow
 from alerts.render import Renderer
 from alerts.stitch_poller import StitchPoller
 from alerts.web.committer import GroupCommitter
@@ -43,11 +42,14 @@ def create_app(
     *,
     engine: Engine | None = None,
     catalog: Catalog | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Callable[[], datetime] | None = None,
     run_worker: bool = True,
     worker: Worker | None = None,
 ) -> FastAPI:
     engine = engine or storage.make_engine(settings.database_url, synchronous=settings.database.synchronous)
+    db_clock = storage.DatabaseClock(engine) if clock is None else None  # every replica on the database's time
+    clock = clock or db_clock
+    assert clock is not None
     catalog = catalog or load_catalog(settings.catalog.entries, settings.catalog.disable)
     worker = worker or Worker(engine=engine, settings=settings, catalog=catalog, clock=clock)
     metrics = Metrics(engine, clock=clock)
@@ -59,6 +61,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(startup_checks, engine, settings)
+        if db_clock is not None:
+            await asyncio.to_thread(db_clock.sync)
+            db_clock.start()
         task = asyncio.create_task(worker.run(), name="delivery-worker") if run_worker else None
         app.state.worker_task = task
         stitch_task = asyncio.create_task(stitch_poller.run(), name="stitch-poller") \
@@ -71,6 +76,8 @@ def create_app(
         finally:
             if checkpointer is not None:
                 await asyncio.to_thread(checkpointer.stop)
+            if db_clock is not None:
+                await asyncio.to_thread(db_clock.stop)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
