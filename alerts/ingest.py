@@ -458,8 +458,9 @@ class Batch:
                 r[4] = rank
         if not repeats:
             return {}
+        # In fingerprint order: replicas updating overlapping alerts lock them in the same order (no deadlock).
         counted = self.raw.update_from(
-            _ALERT, _QUIET, [(fp, *r) for fp, r in repeats.items()], set_=_QUIET_SET, where=_QUIET_WHERE,
+            _ALERT, _QUIET, [(fp, *repeats[fp]) for fp in sorted(repeats)], set_=_QUIET_SET, where=_QUIET_WHERE,
             returning="alert.id, alert.fingerprint", params=[self.now - self.policy.repeat_interval],
             types=_QUIET_TYPES)
         return {fp: alert_id for alert_id, fp in counted}
