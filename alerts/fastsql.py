@@ -2,11 +2,11 @@
 
 SQLAlchemy builds, caches and type-processes every parameter of every row in Python; on a batch of
 events that was most of the time ingest spent (issue 11). Here statements are written out and run
-with the DB-API cursor of the session's own connection (same transaction), one multi-row statement
-per few hundred rows (``executemany`` steps the database once per row), with the few conversions
-our columns need done directly: UTC datetimes (naive text on SQLite, as SQLAlchemy stores them)
-and JSON. Rows read back are converted the same way, so what this module
-writes and reads is exactly what the ORM writes and reads.
+on a DB-API connection — a pooled one in a transaction of its own (:func:`transaction`, the hot
+path), or an ORM session's (:meth:`Raw.of`, same transaction) — one statement for many rows
+(``executemany`` steps the database once per row), with the few conversions our columns need done
+directly: UTC datetimes (naive text on SQLite, as SQLAlchemy stores them) and JSON. Rows read back
+are converted the same way, so what this module writes and reads is what the ORM writes and reads.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def transaction(engine: sa.Engine) -> Iterator[Raw]:
             yield raw
             dbapi.commit()
         except BaseException:
-            dbapi.rollback()
+            try:
+                dbapi.rollback()
+            except Exception:  # noqa: BLE001 - a broken connection: the pool must not hand it out again
+                pooled.invalidate()
             raise
         finally:
             pooled.close()
@@ -112,7 +115,7 @@ class Raw:
         """``rows`` as a row source (SQL text and its parameters), in as few pieces as the database takes.
 
         SQLite: ``VALUES (?, …), (?, …)``, a few hundred rows a piece (its limit is 32,766 parameters).
-        PostgreSQL: the rows as one JSON parameter, ``SELECT (r->>0)::type, … FROM json_array_elements(%s)``:
+        PostgreSQL: the rows as one JSON parameter, ``SELECT (r->>0)::type, … FROM jsonb_array_elements(%s)``:
         a short statement that psycopg parses once and the server prepares once, and one string to send.
         A VALUES list of thousands of placeholders was parsed anew, in Python, each time (~4 ms per 100
         rows), and array parameters are built element by element in Python too.
@@ -186,14 +189,14 @@ class Raw:
         statement) on PostgreSQL. At most 500 values on SQLite (callers chunk)."""
         if self.sqlite:
             return f"{column} IN ({self.marks(len(values))})", list(values)
-        return f"{column} = ANY({{mark}})", [list(values)]
+        return f"{column} = ANY({{mark}})", [_Array(values)]
 
     def value(self, v: Any) -> Any:
         """A Python value as the driver should get it for our columns."""
         if v is None or type(v) is str or type(v) is int:
             return v
-        if type(v) is list and not self.sqlite:  # an array parameter (in_)
-            return v
+        if type(v) is _Array:  # a PostgreSQL array parameter (in_), not a JSON value
+            return list(v)
         if isinstance(v, datetime):
             return _sqlite_text(v) if self.sqlite else (v if v.tzinfo else v.replace(tzinfo=UTC))
         if isinstance(v, bool):
@@ -212,6 +215,10 @@ class Raw:
 
     def json_of(self, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str | bytes) else v
+
+
+class _Array(list):  # type: ignore[type-arg]
+    """The values of :meth:`Raw.in_` on PostgreSQL: one array parameter."""
 
 
 def _json_value(v: Any) -> Any:
