@@ -332,7 +332,41 @@ def checkpoint(engine: Engine) -> None:
         crashpoints.hit("during_checkpoint")
 
 
-class DatabaseClock:
+class Periodic:
+    """Calls ``self.run_once()`` every ``every`` seconds on a daemon thread of its own until :meth:`stop`;
+    a failure is logged and the next round tries again."""
+
+    every: float = 60.0
+    name = "periodic"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> Any:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - retried next round
+                _log.warning(f"{self.name} failed", extra={"error": type(exc).__name__})
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+
+class DatabaseClock(Periodic):
     """"Now" as the database tells it, for every replica alike (R2.2: leases, due times and digest
     periods must not depend on which replica's clock is fast).
 
@@ -343,15 +377,16 @@ class DatabaseClock:
     machine: its clock is the local clock, and nothing is measured.
     """
 
+    name = "db-clock"
+
     def __init__(self, engine: Engine, *, refresh: float = 60.0, local: Any = None) -> None:
         from alerts.models import utcnow
 
+        super().__init__()
         self.engine = engine
-        self.refresh = refresh
+        self.every = refresh
         self.local = local or utcnow
         self.offset = timedelta(0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __call__(self) -> datetime:
         return self.local() + self.offset
@@ -367,27 +402,13 @@ class DatabaseClock:
         self.offset = as_utc(theirs) - (before + (after - before) / 2)
         return self.offset
 
+    run_once = sync
+
     def start(self) -> DatabaseClock:
-        if self.engine.dialect.name != "sqlite" and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="db-clock", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.refresh):
-            try:
-                self.sync()
-            except Exception as exc:  # noqa: BLE001 - the last offset stays; the next refresh retries
-                _log.warning("could not read the database clock", extra={"error": type(exc).__name__})
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        return self if self.engine.dialect.name == "sqlite" else super().start()
 
 
-class Checkpointer:
+class Checkpointer(Periodic):
     """Runs :func:`checkpoint` every ``every`` seconds from a thread of its own (SQLite only).
 
     SQLite's own checkpoint runs inside whichever commit pushes the WAL past its threshold, and that
@@ -395,30 +416,18 @@ class Checkpointer:
     checkpoint stays as a backstop, at a larger threshold (``WAL_AUTOCHECKPOINT``).
     """
 
+    name = "wal-checkpoint"
+
     def __init__(self, engine: Engine, *, every: float = 1.0) -> None:
+        super().__init__()
         self.engine = engine
         self.every = every
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> None:
+        checkpoint(self.engine)
 
     def start(self) -> Checkpointer:
-        if self.engine.dialect.name == "sqlite" and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                checkpoint(self.engine)
-            except Exception as exc:  # noqa: BLE001 - a busy or failed checkpoint is retried next time
-                _log.warning("WAL checkpoint failed", extra={"error": type(exc).__name__})
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        return self if self.engine.dialect.name != "sqlite" else super().start()
 
 
 def upgrade(engine: Engine) -> None:

@@ -84,6 +84,18 @@ def engine(settings: Settings) -> Iterator[Any]:
     eng.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test once on a fresh SQLite file and once in a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/db.sqlite"
+    else:
+        from tests.peers.postgres import fresh_schema
+
+        with fresh_schema() as url:
+            yield url
+
+
 @pytest.fixture
 def make_client(clock: Clock) -> Iterator[Callable[..., TestClient]]:
     """A TestClient over ``create_app(settings)`` with the test clock; the worker runs only if asked."""

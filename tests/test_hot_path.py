@@ -10,7 +10,6 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlmodel import select
 
 from alerts import ingest, outbox, storage
@@ -18,18 +17,8 @@ from alerts.fastsql import Raw
 from alerts.models import AuthErrorEvent, EventStatus
 from alerts.routing import Target
 from alerts.storage import Alert, Event, Notification, session_scope
-from tests.peers.postgres import fresh_schema
 
 SF = {"integration_id": "sf-prod", "provider": "salesforce", "error": "invalid_grant: expired access/refresh token"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/hot.db"
-    else:
-        with fresh_schema() as url:
-            yield url
 
 
 def _event(**kw) -> AuthErrorEvent:

@@ -13,16 +13,6 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from alerts import storage
-from tests.peers.postgres import fresh_schema
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/m.db"
-    else:
-        with fresh_schema() as url:
-            yield url
 
 
 def upgrade_to(engine: sa.Engine, revision: str) -> None:
