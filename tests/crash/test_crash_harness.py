@@ -12,6 +12,7 @@ integrity_check is ok; (f) no log line was lost or counted twice.
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import sqlite3
@@ -97,6 +98,15 @@ class Harness:
         self.server: ServerProcess | None = None
         self.acked: set[str] = set()
         self.crashes = 0
+        # (Slack messages, emails) received before each crash: the deliveries of each process lifetime
+        self.boundaries: list[tuple[int, int]] = []
+
+    def crashed(self) -> None:
+        """Count a crash and mark where its deliveries end. Bytes the dead process sent before it died
+        may still be being read by a peer: a moment's wait (the next process is far slower to start)."""
+        time.sleep(0.3)
+        self.boundaries.append((len(self.slack.messages), len(self.smtp.messages)))
+        self.crashes += 1
 
     def env(self, crashpoint: str | None = None) -> dict[str, str]:
         env = {"ALERTS_TEST_BUILD": "1"}
@@ -187,6 +197,20 @@ def deliveries(h: Harness) -> Counter:
     return keys
 
 
+def lifetimes(h: Harness) -> dict[str, list[int]]:
+    """Per idempotency key, the process lifetime (number of crashes before) of each of its deliveries."""
+    slack_ends = [b[0] for b in h.boundaries]
+    mail_ends = [b[1] for b in h.boundaries]
+    out: dict[str, list[int]] = {}
+    for i, m in enumerate(h.slack.messages):
+        meta = (m.get("metadata") or {}).get("event_payload") or {}
+        if meta.get("idempotency_key"):
+            out.setdefault("slack:" + meta["idempotency_key"], []).append(bisect.bisect_right(slack_ends, i))
+    for i, m in enumerate(h.smtp.messages):
+        out.setdefault("email:" + m.message["Message-ID"], []).append(bisect.bisect_right(mail_ends, i))
+    return out
+
+
 def test_crash_points_and_random_kills(tmp_path) -> None:
     h = Harness(tmp_path)
     try:
@@ -216,7 +240,7 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
             if h.alive():  # a point the traffic so far did not reach: make the worker pass it
                 wait_for(lambda: not h.alive(), timeout=45)
             assert h.server.proc.returncode == -9, f"{point}: the process did not kill itself"
-            h.crashes += 1
+            h.crashed()
         # 2. Random external kill -9s while traffic flows.
         for _ in range(RANDOM_KILLS):
             h.start()
@@ -228,7 +252,7 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
             h.server.kill9()
             stop.set()
             t.join()
-            h.crashes += 1
+            h.crashed()
         # 3. A last, clean run: everything left is sent and delivered.
         h.start()
         append_log(LOG_LINES)
@@ -257,8 +281,11 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
         assert len({m.message["Message-ID"] for m in firing_mails}) == INTEGRATIONS + LOG_LINES
         digests = [m for m in h.smtp.messages if m.message["X-Alerts-Kind"] == "digest"]
         assert digests, "the digest claimed while crashing was never sent"
-        # (c) deliveries per key <= 1 + the crashes (a crash can catch several rows in flight at once, but
-        # each of them is sent at most once more per crash)
+        # (c) deliveries per key <= 1 + the crashes while it was in flight: a key is delivered at most once
+        # per process lifetime, so each repeat has a crash between it and the delivery before
+        # (a crash can catch several rows in flight at once; each of them is sent once more)
+        repeated = {key: lives for key, lives in lifetimes(h).items() if len(lives) != len(set(lives))}
+        assert repeated == {}, f"delivered twice by one process: {repeated}"
         assert max(got.values()) <= 1 + h.crashes
         print(f"crash harness: {h.crashes} crashes, {sum(got.values())} deliveries, "
               f"{sum(n - 1 for n in got.values())} duplicates, max {max(got.values())} per key")
