@@ -186,21 +186,11 @@ def rows(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def deliveries(h: Harness) -> Counter:
-    keys: Counter = Counter()
-    for m in h.slack.messages:
-        meta = (m.get("metadata") or {}).get("event_payload") or {}
-        if meta.get("idempotency_key"):
-            keys["slack:" + meta["idempotency_key"]] += 1
-    for m in h.smtp.messages:
-        keys["email:" + m.message["Message-ID"]] += 1
-    return keys
-
-
 def lifetimes(h: Harness) -> dict[str, list[int]]:
     """Per idempotency key, the process lifetime (number of crashes before) of each of its deliveries."""
-    slack_ends = [b[0] for b in h.boundaries]
-    mail_ends = [b[1] for b in h.boundaries]
+    boundaries = getattr(h, "boundaries", [])
+    slack_ends = [b[0] for b in boundaries]
+    mail_ends = [b[1] for b in boundaries]
     out: dict[str, list[int]] = {}
     for i, m in enumerate(h.slack.messages):
         meta = (m.get("metadata") or {}).get("event_payload") or {}
@@ -209,6 +199,11 @@ def lifetimes(h: Harness) -> dict[str, list[int]]:
     for i, m in enumerate(h.smtp.messages):
         out.setdefault("email:" + m.message["Message-ID"], []).append(bisect.bisect_right(mail_ends, i))
     return out
+
+
+def deliveries(h: Harness) -> Counter:
+    """Deliveries per idempotency key (``slack:<key>``, ``email:<Message-ID>``)."""
+    return Counter({key: len(lives) for key, lives in lifetimes(h).items()})
 
 
 def test_crash_points_and_random_kills(tmp_path) -> None:
