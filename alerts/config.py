@@ -165,6 +165,11 @@ class SlackSettings(Section):
     base_url: HttpUrl = "https://slack.com/api"
     allow_loopback_base_url: bool = False
     timeout: Duration = timedelta(seconds=10)
+    # Pacing (R2.6): posts per second per channel, the burst a quiet channel may take at once, and the
+    # backlog for one channel above which waiting posts become one summary message.
+    rate: float = Field(1.0, gt=0, le=100)
+    burst: int = Field(3, ge=1, le=100)
+    backlog_summary: int = Field(20, ge=2, le=10_000)
 
     @field_validator("signing_secret")
     @classmethod

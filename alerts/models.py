@@ -45,6 +45,7 @@ class Kind(enum.StrEnum):
     resolved = "resolved"
     digest = "digest"
     action = "action"  # someone acted on the alert (a Slack button): its message is updated in place
+    summary = "summary"  # a Slack channel's backlog in one message (R2.6 pacing)
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -201,6 +201,17 @@ def mark_failed(
         return str(row.status)
 
 
+def defer(engine: Engine, row_id: int, *, until: datetime) -> None:
+    """Put a claimed row back, due at ``until``, without counting the attempt (Slack pacing, R2.6)."""
+    with session_scope(engine) as session:
+        row = session.get(Notification, row_id)
+        if row is None or row.status not in (DeliveryStatus.pending, DeliveryStatus.failed):
+            return
+        row.attempts = max(0, row.attempts - 1)
+        row.lease_until = None
+        row.next_attempt_at = until
+
+
 def save_payload(engine: Engine, row_id: int, payload: dict) -> None:
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)

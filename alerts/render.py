@@ -218,6 +218,12 @@ class Renderer:
             html=self.html("email/alert.html.j2", data),
         )
 
+    def summary(self, data: dict[str, Any]) -> Rendered:
+        """A Slack channel's backlog in one message (R2.6); Slack only."""
+        slack = self.slack("slack/summary.json.j2", data)
+        return Rendered(kind="summary", slack=slack, subject=one_line(slack.get("text", ""), SUBJECT_MAX),
+                        text=str(slack.get("text", "")), html="")
+
     def digest(self, data: dict[str, Any]) -> Rendered:
         """An email digest (HTML + text); digests have no Slack form."""
         return Rendered(
@@ -354,6 +360,38 @@ _PROVIDER_LABELS = {
     "postgres": "PostgreSQL",
     "mysql": "MySQL",
 }
+
+
+def summary_data(items: list[dict[str, Any]], *, catalog: Any, dashboard_url: str, now: datetime,
+                 reauthorize_label: str = "Reauthorize") -> dict[str, Any]:
+    """Template data of a Slack backlog summary (R2.6): the merged messages' alerts, as ``alert_data``
+    cleans them, counted by kind."""
+    lines = []
+    for item in items:
+        entry = catalog.get(item["code"]) if item.get("code") else None
+        name = _clean(item.get("integration_name"), 200) or _clean(item.get("integration_id"), 200)
+        lines.append({
+            "id": item["id"],
+            "kind": str(item["kind"]),
+            "name": name,
+            "provider": provider_label(item.get("provider")),
+            "code": item.get("code") or "",
+            "title": entry.title if entry else (item.get("code") or ""),
+            "state": item.get("state") or "",
+            "reauthorize_url": item.get("reauthorize_url"),
+        })
+    kinds: dict[str, int] = {}
+    for line in lines:
+        kinds[line["kind"]] = kinds.get(line["kind"], 0) + 1
+    return {
+        "kind": "summary",
+        "count": len(lines),
+        "kinds": kinds,
+        "lines": lines,
+        "dashboard_url": dashboard_url,
+        "now": now,
+        "action_label": reauthorize_label,
+    }
 
 
 def provider_label(provider: str | None) -> str:

@@ -145,6 +145,16 @@ class Notification(SQLModel, table=True):
     target: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class SlackPace(SQLModel, table=True):
+    """A token bucket per Slack channel (R2.6), in the database so that every replica draws on the same one."""
+
+    __tablename__ = "slack_pace"
+
+    channel: str = Field(primary_key=True, max_length=200)
+    tokens: float = 0.0
+    updated_at: datetime | None = _ts(nullable=False)
+
+
 class Silence(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     integration: str = Field(default="*", max_length=200)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from alerts import crashpoints, digest, ingest, outbox, tokens
+from alerts import crashpoints, digest, ingest, outbox, pacing, tokens
 from alerts.catalog import Catalog
 from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.email import EmailChannel, PartialDelivery
@@ -27,7 +27,7 @@ from alerts.channels.slack import SlackChannel
 from alerts.config import Settings
 from alerts.fivetran_links import FreshLinks, substitute
 from alerts.models import AlertState, DeliveryStatus, Kind, as_utc, utcnow
-from alerts.render import Rendered, Renderer, alert_data, with_delivery_note
+from alerts.render import Rendered, Renderer, alert_data, summary_data, with_delivery_note
 from alerts.storage import Alert, Notification, session_scope
 
 log = logging.getLogger("alerts.worker")
@@ -131,8 +131,36 @@ class Worker:
             )
             if not rows:
                 return handled
+            if "slack" in self.channels:
+                rows = await asyncio.to_thread(self.merge_backlogs, rows)
             await asyncio.gather(*(self.deliver(row) for row in rows))
             handled += len(rows)
+
+    def merge_backlogs(self, rows: list[Notification]) -> list[Notification]:
+        """Slack posts for a channel beyond what its bucket holds, with more waiting behind them than
+        ``[slack] backlog_summary``, become one summary row (R2.6); the rows left to deliver are returned.
+        A channel is looked at only when this claim holds more posts for it than a burst."""
+        cfg = self.settings.slack
+        groups: dict[str, list[Notification]] = {}
+        for row in rows:
+            if pacing.paced(row) and row.kind not in pacing.NOT_MERGED:
+                groups.setdefault(pacing.key_of(row.target), []).append(row)
+        merged: set[int] = set()
+        for key, held in groups.items():
+            if len(held) <= cfg.burst:
+                continue
+            ids = pacing.merge_backlog(self.engine, key, held, now=self.clock(), threshold=cfg.backlog_summary,
+                                       render=self._render_summary)
+            if ids:
+                log.warning("Slack backlog merged into one summary message",
+                            extra={"slack_channel": key, "messages": len(ids)})
+                merged |= ids
+        return [r for r in rows if r.id not in merged]
+
+    def _render_summary(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        data = summary_data(items, catalog=self.catalog, dashboard_url=self.settings.server.base_url(),
+                            now=self.clock())
+        return self.renderer.summary(data).to_json()
 
     async def deliver(self, row: Notification) -> None:
         channel = self.channels.get(row.channel)
@@ -153,6 +181,15 @@ class Worker:
             return
         if message is None:
             return
+        if pacing.paced(row):  # one post a second per Slack channel, shared by every replica (R2.6)
+            cfg = self.settings.slack
+            wait = await asyncio.to_thread(pacing.take, self.engine, pacing.key_of(row.target), now=self.clock(),
+                                           rate=cfg.rate, burst=cfg.burst)
+            if wait > 0:
+                await asyncio.to_thread(outbox.defer, self.engine, row.id,
+                                        until=self.clock() + timedelta(seconds=wait))
+                asyncio.get_running_loop().call_later(wait, self.wake.set)  # back when the bucket has a token
+                return
         try:
             ref = await channel.send(message)
         except PartialDelivery as exc:  # some email recipients took it: one row per outcome
