@@ -127,6 +127,14 @@ class DatabaseSettings(Section):
     url: SecretStr = SecretStr("sqlite:///var/alerts.db")
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     allow_network_fs: bool = False
+    keep_events: Duration = timedelta(days=30)  # R4.5: stored (redacted) events older than this are deleted
+
+    @field_validator("keep_events")
+    @classmethod
+    def _keep_events(cls, v: timedelta) -> timedelta:
+        if v < timedelta(days=1):
+            raise ValueError("keep_events must be at least 1d")
+        return v
 
     @field_validator("url")
     @classmethod

@@ -330,6 +330,27 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+PRUNE_BATCH = 5000
+
+
+def prune_events(engine: Engine, *, before: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete up to ``batch`` of the oldest events received before ``before`` (R4.5); return how many.
+
+    Events are appended in the order they arrive, so the old ones are a prefix of the table by id:
+    reading the first ``batch`` ids finds them without an index on ``received_at``.
+    """
+    t = Event.__table__  # type: ignore[attr-defined]
+    with session_scope(engine) as session:
+        last = None
+        for row_id, received_at in session.execute(sa.select(t.c.id, t.c.received_at).order_by(t.c.id).limit(batch)):
+            if as_utc(received_at) >= before:
+                break
+            last = row_id
+        if last is None:
+            return 0
+        return session.execute(sa.delete(t).where(t.c.id <= last, t.c.received_at < before)).rowcount or 0
+
+
 def checkpoint(engine: Engine) -> None:
     """Fold the SQLite WAL back into the database file (PASSIVE: never blocks writers)."""
     from alerts import crashpoints

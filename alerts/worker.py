@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from alerts import crashpoints, digest, ingest, outbox, pacing, tokens
+from alerts import crashpoints, digest, ingest, outbox, pacing, storage, tokens
 from alerts.catalog import Catalog
 from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.email import EmailChannel, PartialDelivery
@@ -114,12 +114,27 @@ class Worker:
             ingest.enqueue_reminders, self.engine, settings=self.settings, catalog=self.catalog, now=now
         )
         await asyncio.to_thread(tokens.check, self.engine, settings=self.settings, catalog=self.catalog, now=now)
+        await self.prune_events(now)
         if self.settings.digests:
             await asyncio.to_thread(
                 digest.tick, self.engine, settings=self.settings, catalog=self.catalog, renderer=self.renderer,
                 now=now,
             )
         return await self.deliver_due()
+
+    async def prune_events(self, now: datetime, *, most: int = 200_000) -> int:
+        """Delete stored events older than ``[database] keep_events`` (R4.5), a batch per transaction so
+        that ingest waits at most one batch; at most ``most`` per tick (a long backlog takes a few ticks)."""
+        before = now - self.settings.database.keep_events
+        total = 0
+        while total < most:
+            n = await asyncio.to_thread(storage.prune_events, self.engine, before=before)
+            total += n
+            if n < storage.PRUNE_BATCH:
+                break
+        if total:
+            log.info("old events deleted", extra={"events": total, "before": before.isoformat()})
+        return total
 
     async def deliver_due(self) -> int:
         """Claim and deliver due outbox rows until none is left; return how many were handled."""
