@@ -27,7 +27,7 @@ UNPACED = {Kind.action.value}  # edits of a message already posted (chat.update)
 NOT_MERGED = {Kind.action.value, Kind.summary.value}
 HORIZON = timedelta(minutes=1)  # rows due within this long count as waiting for the channel
 MAX_MERGED = 500  # rows per summary (a longer backlog becomes several summaries, a second apart)
-_ALERT_COLUMNS = ["id", "integration_id", "integration_name", "provider", "code", "state", "reauthorize_url"]
+_ALERT_COLUMNS = ["id", "integration_id", "integration_name", "provider", "code", "reauthorize_url"]
 
 
 def key_of(target: dict[str, Any] | None) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -362,35 +363,26 @@ _PROVIDER_LABELS = {
 }
 
 
-def summary_data(items: list[dict[str, Any]], *, catalog: Any, dashboard_url: str, now: datetime,
-                 reauthorize_label: str = "Reauthorize") -> dict[str, Any]:
-    """Template data of a Slack backlog summary (R2.6): the merged messages' alerts, as ``alert_data``
-    cleans them, counted by kind."""
+def summary_data(items: list[dict[str, Any]], *, catalog: Any, dashboard_url: str) -> dict[str, Any]:
+    """Template data of a Slack backlog summary (R2.6): one line per merged message, names and providers
+    cleaned as ``alert_data`` cleans them, and the messages counted by kind."""
     lines = []
     for item in items:
         entry = catalog.get(item["code"]) if item.get("code") else None
-        name = _clean(item.get("integration_name"), 200) or _clean(item.get("integration_id"), 200)
         lines.append({
-            "id": item["id"],
             "kind": str(item["kind"]),
-            "name": name,
+            "name": _clean(item.get("integration_name"), 200) or _clean(item.get("integration_id"), 200),
             "provider": provider_label(item.get("provider")),
-            "code": item.get("code") or "",
             "title": entry.title if entry else (item.get("code") or ""),
-            "state": item.get("state") or "",
             "reauthorize_url": item.get("reauthorize_url"),
         })
-    kinds: dict[str, int] = {}
-    for line in lines:
-        kinds[line["kind"]] = kinds.get(line["kind"], 0) + 1
     return {
         "kind": "summary",
         "count": len(lines),
-        "kinds": kinds,
+        "kinds": dict(Counter(line["kind"] for line in lines)),
         "lines": lines,
         "dashboard_url": dashboard_url,
-        "now": now,
-        "action_label": reauthorize_label,
+        "action_label": ACTION_LABEL["reauthorize"],
     }
 
 

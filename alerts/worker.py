@@ -173,8 +173,7 @@ class Worker:
         return [r for r in rows if r.id not in merged]
 
     def _render_summary(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        data = summary_data(items, catalog=self.catalog, dashboard_url=self.settings.server.base_url(),
-                            now=self.clock())
+        data = summary_data(items, catalog=self.catalog, dashboard_url=self.settings.server.base_url())
         return self.renderer.summary(data).to_json()
 
     async def deliver(self, row: Notification) -> None:
