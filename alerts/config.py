@@ -81,6 +81,7 @@ def _http_url(value: str, *, key: str = "url") -> str:
 
 
 HttpUrl = Annotated[str, BeforeValidator(lambda v: _http_url(str(v)))]
+HostName = Annotated[str, BeforeValidator(lambda v: str(v).strip().lower())]
 
 
 def _iana_zone(value: str) -> str:
@@ -171,6 +172,8 @@ class SlackSettings(Section):
     team_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,32}$")] | None = None  # only this workspace's clicks
     tolerance: Tolerance = timedelta(seconds=300)  # interactivity requests: allowed clock difference
     base_url: HttpUrl = "https://slack.com/api"
+    # Hosts base_url may name (R3.6); webhook_url must be on hooks.slack.com.
+    allowed_hosts: list[HostName] = ["slack.com", "hooks.slack.com"]
     allow_loopback_base_url: bool = False
     timeout: Duration = timedelta(seconds=10)
     # Pacing (R2.6): posts per second per channel, the burst a quiet channel may take at once, and the
@@ -188,18 +191,39 @@ class SlackSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> SlackSettings:
-        host = urlsplit(self.base_url).hostname or ""
-        if is_loopback_host(host):
-            if not self.allow_loopback_base_url:
-                raise ValueError("a loopback base_url needs allow_loopback_base_url = true (tests only)")
-        elif not self.base_url.startswith("https://"):
-            raise ValueError("base_url must be https")
+        """R3.6: https on port 443 to a host on ``allowed_hosts``; no userinfo, backslash or IP literal.
+        Split with the parser aiohttp (the client) uses, yarl, so both read the same host."""
+        self._check_url("base_url", self.base_url, self.allowed_hosts)
         if self.webhook_url is not None:
-            parts = urlsplit(self.webhook_url.get_secret_value())
-            if parts.scheme != "https" or parts.hostname != "hooks.slack.com" or parts.username:
-                if not (self.allow_loopback_base_url and is_loopback_host(parts.hostname or "")):
-                    raise ValueError("webhook_url must be an https://hooks.slack.com/... URL")
+            self._check_url("webhook_url", self.webhook_url.get_secret_value(), ["hooks.slack.com"])
         return self
+
+    def _check_url(self, key: str, value: str, hosts: list[str]) -> None:
+        from yarl import URL
+
+        try:
+            url = URL(value)
+        except ValueError as exc:
+            raise ValueError(f"{key} is not a URL") from exc
+        host = (url.host or "").lower()
+        if self.allow_loopback_base_url and is_loopback_host(host) and url.scheme in ("http", "https"):
+            return  # tests: the local Slack peer, listed explicitly
+        if is_loopback_host(host):
+            raise ValueError(f"a loopback {key} needs allow_loopback_base_url = true (tests only)")
+        if url.scheme != "https" or "\\" in value:
+            raise ValueError(f"{key} must be an https URL")
+        if url.user is not None or url.password is not None:
+            raise ValueError(f"{key} must not carry a user name or password")
+        if url.port != 443:
+            raise ValueError(f"{key} must use port 443")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{key} must name a host, not an IP address")
+        if host not in hosts:
+            raise ValueError(f"{key} host {host!r} is not in [slack] allowed_hosts ({', '.join(hosts)})")
 
     @property
     def configured(self) -> bool:

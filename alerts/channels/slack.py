@@ -47,6 +47,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from alerts.channels.base import DeliveryError, Outgoing
+from alerts.channels.netguard import NonPublicAddress, PublicOnlyResolver
 from alerts.config import SlackSettings
 from alerts.models import Kind, as_utc, utcnow
 
@@ -168,7 +169,8 @@ class SlackChannel:
             raise DeliveryError(f"slack: paused after a rate limit, {wait:.0f}s left", retryable=True,
                                 retry_after=wait)
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                             connector=self._connector()) as session:
                 if self.settings.bot_token is not None:
                     return await self._send_api(_NoRedirects(session), message)
                 return await self._send_webhook(_NoRedirects(session), message)
@@ -178,6 +180,13 @@ class SlackChannel:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"slack: {_network_reason(exc)}", retryable=True) from None
+
+    def _connector(self) -> aiohttp.TCPConnector:
+        """Connections only to the public addresses the resolver checked (R3.6); a loopback base_url
+        that the configuration explicitly allows (tests) is connected to as it is."""
+        if self.settings.allow_loopback_base_url:
+            return aiohttp.TCPConnector()
+        return aiohttp.TCPConnector(resolver=PublicOnlyResolver())
 
     async def aclose(self) -> None:
         return None
@@ -381,4 +390,6 @@ def _as_channel_id(channel: str) -> str | None:
 def _network_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, NonPublicAddress):
+        return str(exc.os_error)  # the host and what it resolved to (no path: a webhook URL's path is its secret)
     return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__

@@ -1,0 +1,93 @@
+"""R3.6: Slack connections go only to public addresses, the ones the resolver checked.
+
+The Slack peer listens on 127.0.0.1; "localhost" resolves to it through the system resolver, which
+stands in for a name on the allow-list that a poisoned resolver or DNS rebinding points at loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from aiohttp.abc import AbstractResolver
+from pydantic import SecretStr
+
+from alerts.channels import DeliveryError
+from alerts.channels.netguard import NonPublicAddress, PublicOnlyResolver, is_public
+from alerts.channels.slack import SlackChannel
+from alerts.config import SlackSettings
+from tests.conftest import Clock
+from tests.peers.slack import TOKEN, SlackPeer
+from tests.test_slack import outgoing
+
+
+@pytest.fixture
+def peer(clock: Clock) -> Iterator[SlackPeer]:
+    p = SlackPeer(clock=clock).start()
+    yield p
+    p.stop()
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("8.8.8.8", True), ("2001:4860:4860::8888", True),
+    ("127.0.0.1", False), ("127.8.9.10", False), ("::1", False), ("0.0.0.0", False), ("::", False),
+    ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False), ("fc00::1", False),
+    ("169.254.169.254", False), ("fe80::1%eth0", False), ("100.64.0.1", False), ("100.127.255.254", False),
+    ("224.0.0.251", False), ("ff02::1", False), ("240.0.0.1", False), ("255.255.255.255", False),
+    ("::ffff:127.0.0.1", False), ("::ffff:8.8.8.8", False), ("2002:7f00:1::1", False), ("not an ip", False),
+])
+def test_only_globally_routable_unicast_addresses_are_public(address: str, public: bool) -> None:
+    assert is_public(address) is public
+
+
+class Answers(AbstractResolver):  # fixed answers: no DNS on this machine
+    def __init__(self, *hosts: str) -> None:
+        self.hosts = hosts
+
+    async def resolve(self, host, port=0, family=0):  # noqa: ANN001, ANN201
+        return [{"hostname": host, "host": h, "port": port, "family": family, "proto": 0, "flags": 0}
+                for h in self.hosts]
+
+    async def close(self) -> None:
+        return None
+
+
+def test_the_resolver_keeps_the_public_answers_and_refuses_a_name_with_none() -> None:
+    kept = asyncio.run(PublicOnlyResolver(Answers("10.0.0.7", "8.8.4.4", "::ffff:8.8.8.8", "1.1.1.1"))
+                       .resolve("slack.com", 443))
+    assert [r["host"] for r in kept] == ["8.8.4.4", "1.1.1.1"]
+    with pytest.raises(NonPublicAddress, match=r"slack\.com resolves to no public address \(10\.0\.0\.7, 169"):
+        asyncio.run(PublicOnlyResolver(Answers("169.254.169.254", "10.0.0.7")).resolve("slack.com", 443))
+
+
+def rebound(peer: SlackPeer, *, allow_loopback: bool) -> SlackChannel:
+    """A channel whose base_url names a host that resolves to loopback (built past the config check,
+    which refuses such a URL when it is written down: this is what a rebinding resolver does later)."""
+    settings = SlackSettings.model_construct(bot_token=SecretStr(TOKEN), base_url=f"http://localhost:{peer.port}/api",
+                                             allow_loopback_base_url=allow_loopback)
+    return SlackChannel(settings)
+
+
+def test_a_name_that_resolves_to_loopback_is_never_connected_to(peer: SlackPeer) -> None:
+    with pytest.raises(DeliveryError, match="resolves to no public address") as info:
+        asyncio.run(rebound(peer, allow_loopback=False).send(outgoing()))
+    assert info.value.retryable  # DNS may come right; the attempt budget bounds it
+    assert peer.requests == []  # nothing reached the peer: refused before connecting
+    # The same channel with the loopback explicitly allowed (tests) reaches the peer: the refusal above
+    # was the resolver's doing, not a broken URL.
+    assert asyncio.run(rebound(peer, allow_loopback=True).send(outgoing()))
+    assert [r.path for r in peer.requests] == ["/api/chat.postMessage"]
+
+
+def test_the_guarded_connector_is_aiohttps_own_resolver_path(peer: SlackPeer) -> None:
+    """A plain aiohttp request through the channel's connector: refused as a DNS failure, with our reason."""
+    async def get() -> None:
+        async with aiohttp.ClientSession(connector=rebound(peer, allow_loopback=False)._connector()) as session:
+            await session.get(f"http://localhost:{peer.port}/api/api.test")
+
+    with pytest.raises(aiohttp.ClientConnectorError) as info:
+        asyncio.run(get())
+    assert isinstance(info.value.os_error, NonPublicAddress)
+    assert peer.requests == []
