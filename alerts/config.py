@@ -760,3 +760,29 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         raise ConfigError(f"config error: {describe(exc)}") from None
     settings.config_path = str(file) if file else None
     return settings
+
+
+def reload_secrets(settings: Settings) -> list[str]:
+    """Re-read ``settings``' configuration (file and environment) and put its secrets in force (R1.4).
+
+    What a request checks against — each ``[webhooks.<kind>] secrets`` list and ``[slack]
+    signing_secret`` — is replaced in place, so every part of the process holding ``settings`` sees
+    the new values at its next request; everything else needs a restart. Returns the keys that
+    changed; raises :class:`ConfigError` (and changes nothing) when the new configuration is invalid.
+    """
+    fresh = load_settings(settings.config_path)
+    changed: list[str] = []
+    for name in WebhooksSettings.model_fields:
+        old, new = getattr(settings.webhooks, name), getattr(fresh.webhooks, name)
+        if isinstance(old, WebhookSource) and old.secrets != new.secrets:
+            changed.append(f"webhooks.{name}.secrets")
+    if settings.slack.signing_secret != fresh.slack.signing_secret:
+        changed.append("slack.signing_secret")
+    for key in changed:  # all validated above: now swap them
+        section, *_ = key.rsplit(".", 1)
+        target, source = settings, fresh
+        for part in section.split("."):
+            target, source = getattr(target, part), getattr(source, part)
+        field = key.rsplit(".", 1)[1]
+        setattr(target, field, getattr(source, field))
+    return changed

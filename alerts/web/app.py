@@ -28,6 +28,7 @@ from alerts.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from alerts.metrics import Metrics
 from alerts.render import Renderer
 from alerts.stitch_poller import StitchPoller
+from alerts.web import reload
 from alerts.web.committer import GroupCommitter
 from alerts.web.fastpath import EventsFastPath
 from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
@@ -70,10 +71,14 @@ def create_app(
             if run_worker and stitch_poller else None
         tail_task = asyncio.create_task(log_tailer.run(), name="log-tailer") if run_worker and log_tailer else None
         checkpointer = storage.Checkpointer(engine).start() if run_worker else None
+        reload_task = asyncio.create_task(reload.watch(settings), name="config-reload")
         log.info("alerts ready", extra={"settings": settings.redacted_dump()})
         try:
             yield
         finally:
+            reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload_task
             if checkpointer is not None:
                 await asyncio.to_thread(checkpointer.stop)
             if db_clock is not None:
