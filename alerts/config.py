@@ -771,18 +771,13 @@ def reload_secrets(settings: Settings) -> list[str]:
     changed; raises :class:`ConfigError` (and changes nothing) when the new configuration is invalid.
     """
     fresh = load_settings(settings.config_path)
-    changed: list[str] = []
+    swaps: list[tuple[str, Any, str, Any]] = []  # (key, section in force, field, new value)
     for name in WebhooksSettings.model_fields:
         old, new = getattr(settings.webhooks, name), getattr(fresh.webhooks, name)
         if isinstance(old, WebhookSource) and old.secrets != new.secrets:
-            changed.append(f"webhooks.{name}.secrets")
+            swaps.append((f"webhooks.{name}.secrets", old, "secrets", new.secrets))
     if settings.slack.signing_secret != fresh.slack.signing_secret:
-        changed.append("slack.signing_secret")
-    for key in changed:  # all validated above: now swap them
-        section, *_ = key.rsplit(".", 1)
-        target, source = settings, fresh
-        for part in section.split("."):
-            target, source = getattr(target, part), getattr(source, part)
-        field = key.rsplit(".", 1)[1]
-        setattr(target, field, getattr(source, field))
-    return changed
+        swaps.append(("slack.signing_secret", settings.slack, "signing_secret", fresh.slack.signing_secret))
+    for _, section, field, value in swaps:  # all validated above: now swap them
+        setattr(section, field, value)
+    return [key for key, *_ in swaps]
