@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -22,15 +23,21 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 _converters: dict[tuple[int, str, tuple[str, ...]], list[Any]] = {}
+_json_sources: dict[tuple[Any, ...], str] = {}
 
 
 @contextmanager
-def transaction(engine: sa.Engine) -> Iterator[Raw]:
+def transaction(engine: sa.Engine, phases: dict[str, float] | None = None) -> Iterator[Raw]:
     """One write transaction on a pooled DB-API connection, without an ORM session (whose set-up and
     commit cost ~0.25 ms of Python per transaction, most of it while SQLite's write lock is held).
-    SQLite: the process's writers' lock and ``BEGIN IMMEDIATE``, as :func:`alerts.storage.session_scope`."""
+    SQLite: the process's writers' lock and ``BEGIN IMMEDIATE``, as :func:`alerts.storage.session_scope`.
+
+    ``phases``, when given, receives the seconds spent waiting for the write lock (``wait``: SQLite
+    only, zero elsewhere), running the statements (``work``) and committing (``commit``: the fsync)."""
     lock = getattr(engine, "info", {}).get("write_lock")
+    start = time.perf_counter()
     with lock if lock is not None else nullcontext():
+        locked = time.perf_counter()
         pooled = engine.raw_connection()
         dbapi = pooled.driver_connection
         try:
@@ -38,7 +45,10 @@ def transaction(engine: sa.Engine) -> Iterator[Raw]:
             if raw.sqlite:
                 dbapi.execute("BEGIN IMMEDIATE")
             yield raw
+            worked = time.perf_counter()
             dbapi.commit()
+            if phases is not None:
+                phases.update(wait=locked - start, work=worked - locked, commit=time.perf_counter() - worked)
         except BaseException:
             try:
                 dbapi.rollback()
@@ -125,11 +135,8 @@ class Raw:
         types = types or {}
         convert = self._converters(table, tuple(columns), types)
         if not self.sqlite:
-            casts = ", ".join(f"(r->>{i})::{(types.get(n) or table.c[n].type).compile(dialect=self.dialect)}"
-                              for i, n in enumerate(columns))
             data = [[_json_value(v if c is None else c(v)) for v, c in zip(row, convert, strict=True)] for row in rows]
-            yield f"SELECT {casts} FROM jsonb_array_elements({{mark}}::jsonb) AS r".replace("{mark}", self.mark), \
-                [json.dumps(data, separators=(",", ":"))]
+            yield self._json_source(table, tuple(columns), types), [json.dumps(data, separators=(",", ":"))]
             return
         per = max(1, min(500, 30_000 // len(columns)))
         marks = "(" + ", ".join(["?"] * len(columns)) + ")"
@@ -145,6 +152,16 @@ class Raw:
             for i, c in todo:
                 params[i::width] = map(c, params[i::width])
             yield "VALUES " + ", ".join([marks] * len(chunk)), params
+
+    def _json_source(self, table: sa.Table, columns: tuple[str, ...], types: dict[str, Any]) -> str:
+        """PostgreSQL's row source for ``columns`` (each cast compiled once per process, not per statement)."""
+        key = (id(table), self.dialect.name, columns, tuple(sorted((n, repr(t)) for n, t in types.items())))
+        found = _json_sources.get(key)
+        if found is None:
+            casts = ", ".join(f"(r->>{i})::{(types.get(n) or table.c[n].type).compile(dialect=self.dialect)}"
+                              for i, n in enumerate(columns))
+            found = _json_sources[key] = f"SELECT {casts} FROM jsonb_array_elements({self.mark}::jsonb) AS r"
+        return found
 
     def _converters(self, table: sa.Table, columns: tuple[str, ...], types: dict[str, Any] | None = None) -> list[Any]:
         key = (id(table), self.dialect.name, columns)

@@ -198,8 +198,11 @@ def ingest_groups(
     catalog: Catalog,
     now: datetime,
     body_sha256s: list[str | None] | None = None,
+    phases: dict[str, float] | None = None,
 ) -> list[IngestResult]:
     """Several requests' events in ONE transaction (group commit), each with its own result.
+
+    ``phases`` receives the committed transaction's timings (:func:`alerts.fastsql.transaction`).
 
     A concurrent writer (another replica) may open the same alert or store the same ``event_id``
     between our read and our write; the unique indexes refuse the second one and the whole
@@ -214,7 +217,7 @@ def ingest_groups(
     for attempt in range(4):
         results = [IngestResult() for _ in groups]
         try:
-            with transaction(engine) as raw:
+            with transaction(engine, phases) as raw:
                 batch = Batch(raw, settings=settings, catalog=catalog, now=now)
                 batch.apply(items, results)
             wake = batch.due_now

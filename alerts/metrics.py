@@ -42,6 +42,25 @@ class Metrics:
             ["channel"], registry=self.registry,
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
         )
+        # Group commit (alerts.web.committer): how many requests and events each ingest transaction
+        # carried and where its time went. A large ``wait`` means the SQLite writers' lock is the limit
+        # (more workers will not help: move to PostgreSQL); ``commit`` is the fsync each 2xx waits for.
+        self.commit_requests = Histogram(
+            "alerts_ingest_transaction_requests", "Requests committed together in one ingest transaction.",
+            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.commit_events = Histogram(
+            "alerts_ingest_transaction_events", "Events committed together in one ingest transaction.",
+            registry=self.registry, buckets=(1, 10, 50, 100, 200, 500, 1000, 2000),
+        )
+        self.commit_seconds = Histogram(
+            "alerts_ingest_transaction_seconds",
+            "Time of one ingest transaction by phase: wait (for the SQLite write lock), work (statements), "
+            "commit (durable on disk).",
+            ["phase"], registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
+        self._phases = {name: self.commit_seconds.labels(name) for name in ("wait", "work", "commit")}
         self.registry.register(DatabaseCollector(engine, clock))
         self._children: dict[tuple[str, str], Counter] = {}
 
@@ -58,6 +77,14 @@ class Metrics:
         if child is None:  # labels() takes a lock and builds a key: once per label pair, not per request
             child = self._children[(source, outcome)] = self.events.labels(source, outcome)
         return child
+
+    def on_commit(self, requests: int, events: int, phases: dict[str, float]) -> None:
+        self.commit_requests.observe(requests)
+        self.commit_events.observe(events)
+        for name, seconds in phases.items():
+            child = self._phases.get(name)
+            if child is not None:
+                child.observe(seconds)
 
     def on_sent(self, row: Notification, seconds: float) -> None:
         self.sent.labels(row.channel, row.kind).inc()

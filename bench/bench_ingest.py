@@ -181,10 +181,11 @@ def run_wrk(url: str, lua: Path, *, batch: int, duration: int, connections: int,
 
 
 class Alerts:
-    def __init__(self, workdir: Path, db_url: str, workers: int) -> None:
+    def __init__(self, workdir: Path, db_url: str, workers: int, synchronous: str = "FULL") -> None:
         self.port = free_port()
         cfg = workdir / "config.toml"
-        cfg.write_text(f'[database]\nurl = "{db_url}"\n[alerting]\ngroup_wait = "1h"\n[log]\nlevel = "WARNING"\n')
+        cfg.write_text(f'[database]\nurl = "{db_url}"\nsynchronous = "{synchronous}"\n'
+                       '[alerting]\ngroup_wait = "1h"\n[log]\nlevel = "WARNING"\n')
         self.proc = subprocess.Popen([sys.executable, "-m", "alerts", "serve", "--config", str(cfg), "--port",
                                       str(self.port), "--workers", str(workers)], cwd=workdir,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -252,6 +253,20 @@ class Floor:
     stop = Alerts.stop
 
 
+def commit_stats(url: str) -> dict[str, float]:
+    """Means of the ingest transaction metrics of the worker that answers the scrape (warm-up included)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    v = {(s.name, s.labels.get("phase", "")): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    n = v.get(("alerts_ingest_transaction_requests_count", ""), 0) or float("nan")
+    out = {"requests_per_txn": v.get(("alerts_ingest_transaction_requests_sum", ""), 0) / n,
+           "events_per_txn": v.get(("alerts_ingest_transaction_events_sum", ""), 0) / n}
+    for phase in ("wait", "work", "commit"):
+        out[f"{phase}_ms"] = 1000 * v.get(("alerts_ingest_transaction_seconds_sum", phase), 0) / n
+    return out
+
+
 def fixed_count(url: str, total: int = 100_000, batch: int = 100) -> float:
     start = time.perf_counter()
     with httpx.Client(base_url=url, timeout=60) as http:
@@ -293,6 +308,8 @@ def main() -> None:
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--cold", action="store_true", help="no warm-up: the run starts with no alerts at all")
+    ap.add_argument("--normal", action="store_true",
+                    help="also SQLite with synchronous=NORMAL: what the fsync of each commit costs")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -309,6 +326,9 @@ def main() -> None:
         if not args.no_floor:
             targets.append(("floor (bare durable endpoint)", lambda d, url: Floor(d, args.workers), lua_native, "native"))
         targets.append(("alerts, SQLite", lambda d, url: Alerts(d, url, args.workers), lua_native, "sqlite"))
+        if args.normal:
+            targets.append(("alerts, SQLite, synchronous=NORMAL",
+                            lambda d, url: Alerts(d, url, args.workers, "NORMAL"), lua_native, "sqlite"))
         if not args.no_postgres and pg_schema_url("bench_ingest"):
             targets.append(("alerts, PostgreSQL", lambda d, url: Alerts(d, url, args.workers), lua_native, "postgres"))
         for name, start, lua, kind in targets:
@@ -325,6 +345,8 @@ def main() -> None:
                     pids = pids_of(server.proc.pid)
                     r = run_wrk(f"http://127.0.0.1:{server.port}", lua, batch=batch, duration=args.duration,
                                 connections=args.connections, pids=pids)
+                    if kind != "alertmanager" and not name.startswith("floor"):
+                        r.update(commit_stats(f"http://127.0.0.1:{server.port}"))
                 finally:
                     server.stop()
                 r.update(target=name, batch=batch)
@@ -332,9 +354,13 @@ def main() -> None:
                 print(f"{name:30} batch {batch:3}: {r['events_per_s']:10.0f} events/s  p50 {r['p50_ms']:7.1f} ms  "
                       f"p99 {r['p99_ms']:7.1f} ms  cpu {r['cpu_ms_per_event']:.3f} ms/event  "
                       f"rss {r['peak_rss_mib']:.0f} MiB  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)
+                if "requests_per_txn" in r:
+                    print(f"{'':30}   one worker's transactions: {r['requests_per_txn']:.1f} requests, "
+                          f"{r['events_per_txn']:.0f} events each; wait {r['wait_ms']:.2f} ms, work "
+                          f"{r['work_ms']:.2f} ms, commit {r['commit_ms']:.2f} ms (means)", flush=True)
         # Fixed count from an empty database: 100,000 events over 10,000 integrations -> exactly 10,000 alerts.
         for name, start, _, kind in targets:
-            if kind not in ("sqlite", "postgres"):
+            if kind not in ("sqlite", "postgres") or "NORMAL" in name:
                 continue
             d = work / f"fixed-{kind}"
             d.mkdir()

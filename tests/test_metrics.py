@@ -49,3 +49,26 @@ def test_metrics_after_a_scenario(client, clock) -> None:
 def test_healthz_and_readyz(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_ingest_transaction_metrics(client) -> None:
+    """Each committed ingest transaction is counted with its requests, events and phase timings."""
+    before = scrape(client)
+    assert client.post("/v1/events", json={**SF, "event_id": "t1"}).status_code == 202
+    batch = [{**SF, "event_id": f"t{i}"} for i in range(2, 5)]
+    assert client.post("/v1/events", json=batch).status_code == 202
+    assert client.post("/v1/events", json={"error": "no integration"}).status_code == 422  # never reaches a commit
+    m = scrape(client)
+
+    def grew(name: str, labels: tuple = ()) -> float:
+        return m[(name, labels)] - before.get((name, labels), 0.0)
+
+    assert grew("alerts_ingest_transaction_requests_count") == 2  # one transaction per sequential request
+    assert grew("alerts_ingest_transaction_requests_sum") == 2
+    assert grew("alerts_ingest_transaction_events_sum") == 4
+    assert m[("alerts_ingest_transaction_events_bucket", (("le", "1.0"),))] - \
+        before.get(("alerts_ingest_transaction_events_bucket", (("le", "1.0"),)), 0.0) == 1
+    for phase in ("wait", "work", "commit"):
+        assert grew("alerts_ingest_transaction_seconds_count", (("phase", phase),)) == 2
+    assert grew("alerts_ingest_transaction_seconds_sum", (("phase", "commit"),)) > 0
+    assert grew("alerts_ingest_transaction_seconds_sum", (("phase", "work"),)) > 0

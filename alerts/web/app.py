@@ -118,7 +118,8 @@ def create_app(
     app.state.stitch_poller = stitch_poller
     app.state.log_tailer = log_tailer
     app.state.metrics = metrics
-    app.state.committer = GroupCommitter(engine=engine, settings=settings, catalog=catalog, clock=clock)
+    app.state.committer = GroupCommitter(engine=engine, settings=settings, catalog=catalog, clock=clock,
+                                         observe=metrics.on_commit)
     app.state.renderer = Renderer(user_dir=settings.templates.dir)
 
     def refused(request: Request, status: int) -> None:

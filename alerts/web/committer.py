@@ -25,8 +25,10 @@ log = logging.getLogger("alerts.ingest")
 
 class GroupCommitter:
     def __init__(self, *, engine: Any, settings: Any, catalog: Any, clock: Callable[[], datetime],
-                 max_events: int = 2000) -> None:
+                 max_events: int = 2000,
+                 observe: Callable[[int, int, dict[str, float]], None] | None = None) -> None:
         self.engine = engine
+        self.observe = observe  # (requests, events, phases) of each committed transaction: the metrics
         self.settings = settings
         self.catalog = catalog
         self.clock = clock
@@ -53,11 +55,15 @@ class GroupCommitter:
         return batch
 
     async def _run(self, batch: list[tuple[list[AuthErrorEvent], str | None, Any]]) -> list[IngestResult]:
+        phases: dict[str, float] = {}
         call = functools.partial(
             ingest_groups, [b[0] for b in batch], engine=self.engine, settings=self.settings, catalog=self.catalog,
-            now=self.clock(), body_sha256s=[b[1] for b in batch],
+            now=self.clock(), body_sha256s=[b[1] for b in batch], phases=phases,
         )
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        results = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        if self.observe is not None and phases:
+            self.observe(len(batch), sum(len(b[0]) for b in batch), phases)
+        return results
 
     async def _drain(self) -> None:
         while self._pending:
