@@ -88,6 +88,8 @@ class Alert(SQLModel, table=True):
             postgresql_where=sa.text("state != 'resolved'"),
         ),
         Index("ix_alert_state_last_notified", "state", "last_notified_at"),
+        # Room on each page for repeats to update rows in place (HOT; migration 0008 says why).
+        {"postgresql_with": {"fillfactor": 50}},
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -304,6 +304,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--no-alertmanager", action="store_true")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -325,7 +326,8 @@ def main() -> None:
             targets.append(("alertmanager", lambda d, url: Alertmanager(d), lua_am, "alertmanager"))
         if not args.no_floor:
             targets.append(("floor (bare durable endpoint)", lambda d, url: Floor(d, args.workers), lua_native, "native"))
-        targets.append(("alerts, SQLite", lambda d, url: Alerts(d, url, args.workers), lua_native, "sqlite"))
+        if not args.no_sqlite:
+            targets.append(("alerts, SQLite", lambda d, url: Alerts(d, url, args.workers), lua_native, "sqlite"))
         if args.normal:
             targets.append(("alerts, SQLite, synchronous=NORMAL",
                             lambda d, url: Alerts(d, url, args.workers, "NORMAL"), lua_native, "sqlite"))

@@ -217,3 +217,40 @@ def test_writers_on_overlapping_alerts_in_opposite_orders_lose_nothing(pg_url, m
     with session_scope(eng) as s:
         assert sorted(a.count for a in s.exec(select(Alert)).all()) == [41] * 50
     eng.dispose()
+
+
+def test_repeats_update_alert_rows_in_place(pg_url, make_settings, catalog) -> None:
+    """Migration 0008 leaves room on alert pages (fillfactor 50): a repeat's update of count, last_seen
+    and last_error is heap-only (HOT), with no index entry written."""
+    import time
+
+    import sqlalchemy as sa
+
+    from alerts import ingest
+    from alerts.models import AuthErrorEvent, utcnow
+
+    settings = make_settings(database={"url": pg_url}, alerting={"group_wait": "1h"})
+    eng = storage.make_engine(pg_url)
+    storage.upgrade(eng)
+    with eng.connect() as c:
+        assert c.exec_driver_sql("SELECT reloptions FROM pg_class WHERE oid = 'alert'::regclass").scalar() \
+            == ["fillfactor=50"]
+    ids = [f"int-{i:03d}" for i in range(200)]
+    for _ in range(10):  # the first round opens 200 alerts, the other nine count 1,800 repeats
+        ingest.ingest([AuthErrorEvent(integration_id=i, error="invalid_grant") for i in ids], engine=eng,
+                      settings=settings, catalog=catalog, now=utcnow())
+    eng.dispose()  # the backends report their statistics as they exit
+    stats = sa.create_engine(pg_url)
+    deadline = time.monotonic() + 10
+    while True:
+        with stats.connect() as c:
+            upd, hot = c.exec_driver_sql("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                                         "WHERE relid = 'alert'::regclass").one()
+        if upd >= 1800 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    stats.dispose()
+    assert upd == 1800
+    assert hot == upd
+    with session_scope(storage.make_engine(pg_url)) as s:
+        assert sorted({a.count for a in s.exec(select(Alert)).all()}) == [10]
