@@ -494,7 +494,8 @@ def digest(
     if n == 0:
         out.print("Nothing to send: the digest is empty (skip_if_empty) or has no recipients.")
         return
-    worker = Worker(engine=engine, settings=settings, catalog=catalog, renderer=renderer)
+    # Leases and due times by the database's clock, as every replica keeps them (R2.2).
+    worker = Worker(engine=engine, settings=settings, catalog=catalog, renderer=renderer, clock=_now)
 
     async def deliver() -> int:
         try:

@@ -765,7 +765,10 @@ def enqueue_reminders(engine: Engine, *, settings: Settings, catalog: Catalog, n
                 Alert.last_notified_at.is_not(None),
                 Alert.last_notified_at <= cutoff,
                 Alert.code != TOKEN_EXPIRING,  # expiry warnings speak at their lead times only
-            ).limit(500)
+            ).order_by(Alert.id).limit(500)
+            # Locked as ingest locks them (in id order): a batch counting into the same alert must not
+            # write back a notify_seq from before this reminder (PostgreSQL; SQLite has one writer).
+            .with_for_update()
         ).all()
         for alert in due:
             if lifecycle.reminder_due(_view(alert), now=now, policy=policy):
@@ -821,7 +824,15 @@ def refresh_silences(engine: Engine, *, settings: Settings, catalog: Catalog, no
                 Alert.state != AlertState.resolved.value, Alert.silenced == sa.true())).all()
         else:
             open_alerts = session.exec(select(Alert).where(Alert.state != AlertState.resolved.value)).all()
-        for alert in open_alerts:
+        flip = [a.id for a in open_alerts if silences.is_silenced(a, current) != a.silenced]
+        if not flip:
+            return 0
+        # Those alerts again, locked as ingest locks them (in id order), and decided on what is current:
+        # a batch counting into one of them must not write back a notify_seq from before this message
+        # (PostgreSQL; SQLite has one writer). Only the few that change are locked, never all open alerts.
+        session.expire_all()
+        for alert in session.exec(select(Alert).where(Alert.id.in_(flip), Alert.state != AlertState.resolved.value)
+                                  .order_by(Alert.id).with_for_update()).all():
             now_silenced = silences.is_silenced(alert, current)
             if now_silenced == alert.silenced:
                 continue

@@ -158,10 +158,23 @@ class RetryPolicy:
     cap: timedelta = timedelta(hours=1)
 
 
-def mark_sent(engine: Engine, row_id: int, *, now: datetime, external_ref: str | None) -> None:
+def _lost(row: Notification, claimed: int | None) -> bool:
+    """Whether this worker's claim on ``row`` is gone: the row is finished, or its lease ran out and
+    another worker claimed it (each claim counts an attempt). ``claimed`` is ``attempts`` as our claim
+    left it; ``None`` trusts the caller (operators' commands, tests)."""
+    if claimed is None:
+        return False
+    return row.attempts != claimed or row.status not in (DeliveryStatus.pending, DeliveryStatus.failed)
+
+
+def mark_sent(engine: Engine, row_id: int, *, now: datetime, external_ref: str | None,
+              claimed: int | None = None) -> None:
+    """Record a delivery. It counts even if our lease ran out meanwhile and another worker holds the row
+    now: the message did arrive, and a later failure of theirs must not send it a third time."""
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
-        if row is None:
+        if row is None or (claimed is not None and row.status not in (DeliveryStatus.pending,
+                                                                      DeliveryStatus.failed)):
             return
         row.status = DeliveryStatus.sent
         row.sent_at = now
@@ -179,12 +192,16 @@ def mark_failed(
     retryable: bool,
     retry_after: float | None = None,
     policy: RetryPolicy,
+    claimed: int | None = None,
 ) -> str:
-    """Record a failed attempt; return the new status (``failed`` to retry, ``dead`` to give up)."""
+    """Record a failed attempt; return the new status (``failed`` to retry, ``dead`` to give up), or
+    ``lost`` when the row is no longer ours to decide (:func:`_lost`: its current holder decides)."""
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
         if row is None:
             return "missing"
+        if _lost(row, claimed):
+            return "lost"
         row.last_error = redact(error)[:2000]
         row.lease_until = None
         too_old = now - as_utc(row.created_at) >= policy.max_age
@@ -201,11 +218,11 @@ def mark_failed(
         return str(row.status)
 
 
-def defer(engine: Engine, row_id: int, *, until: datetime) -> None:
+def defer(engine: Engine, row_id: int, *, until: datetime, claimed: int | None = None) -> None:
     """Put a claimed row back, due at ``until``, without counting the attempt (Slack pacing, R2.6)."""
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
-        if row is None or row.status not in (DeliveryStatus.pending, DeliveryStatus.failed):
+        if row is None or row.status not in (DeliveryStatus.pending, DeliveryStatus.failed) or _lost(row, claimed):
             return
         row.attempts = max(0, row.attempts - 1)
         row.lease_until = None
@@ -243,6 +260,7 @@ def mark_partial(
     retry: dict[str, str],
     dead: dict[str, str],
     policy: RetryPolicy,
+    claimed: int | None = None,
 ) -> list[int]:
     """An email some recipients took and others refused: one row per outcome (R2.4, per recipient).
 
@@ -254,7 +272,7 @@ def mark_partial(
     dead_ids: list[int] = []
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
-        if row is None:
+        if row is None or _lost(row, claimed):  # its current holder sends it (to everyone) and decides
             return []
         groups: list[tuple[str, list[str], str | None]] = []
         if delivered:

@@ -201,7 +201,7 @@ class Worker:
                                            rate=cfg.rate, burst=cfg.burst)
             if wait > 0:
                 await asyncio.to_thread(outbox.defer, self.engine, row.id,
-                                        until=self.clock() + timedelta(seconds=wait))
+                                        until=self.clock() + timedelta(seconds=wait), claimed=row.attempts)
                 asyncio.get_running_loop().call_later(wait, self.wake.set)  # back when the bucket has a token
                 return
         try:
@@ -209,7 +209,7 @@ class Worker:
         except PartialDelivery as exc:  # some email recipients took it: one row per outcome
             dead_ids = await asyncio.to_thread(
                 outbox.mark_partial, self.engine, row.id, now=self.clock(), message_id=exc.ref,
-                delivered=exc.delivered, retry=exc.retry, dead=exc.dead, policy=self.policy,
+                delivered=exc.delivered, retry=exc.retry, dead=exc.dead, policy=self.policy, claimed=row.attempts,
             )
             log.log(logging.ERROR if dead_ids else logging.WARNING, "notification partly refused",
                     extra={"notification_id": row.id, "alert_id": row.alert_id, "error": exc.reason,
@@ -224,7 +224,8 @@ class Worker:
             await self._fail(row, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
             return
         crashpoints.hit("after_send_before_mark")
-        await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref)
+        await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref,
+                                claimed=row.attempts)
         if self.on_sent is not None:
             self.on_sent(row, (self.clock() - as_utc(row.created_at)).total_seconds())
         if row.alert_id is not None and row.kind == Kind.firing:
@@ -238,8 +239,12 @@ class Worker:
     async def _fail(self, row: Notification, exc: DeliveryError) -> None:
         status = await asyncio.to_thread(
             outbox.mark_failed, self.engine, row.id, now=self.clock(), error=exc.reason,
-            retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy,
+            retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy, claimed=row.attempts,
         )
+        if status == "lost":
+            log.warning("notification outcome dropped: its lease ran out and another worker holds it",
+                        extra={"notification_id": row.id, "alert_id": row.alert_id, "error": exc.reason})
+            return
         level = logging.ERROR if status == DeliveryStatus.dead else logging.WARNING
         log.log(
             level,
