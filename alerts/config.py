@@ -293,6 +293,34 @@ class Integration(Section):
     reauthorize_url: HttpUrl | None = None
 
 
+def link_template(v: str) -> str:
+    """A reauthorize-link template (R3.6): https, port 443, a host name (no IP literal), no userinfo,
+    no backslash or blank; placeholders ``{integration_id}``, ``{account_id}``, ``{provider}`` only.
+    Checked with the parser :func:`alerts.links.is_safe_url` uses for every link at send time."""
+    probe = v.replace("{integration_id}", "x").replace("{account_id}", "x").replace("{provider}", "x")
+    if "{" in probe or "}" in probe:
+        raise ValueError("only {integration_id}, {account_id} and {provider} placeholders are allowed")
+    if any(c in probe for c in "\\ \t\r\n<>|\"'`"):
+        raise ValueError("a link may not contain a backslash, blank, quote or <>|`")
+    try:
+        parts = urlsplit(probe)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    host = parts.hostname or ""
+    if parts.scheme != "https":
+        raise ValueError("a reauthorize link must be https")
+    if "@" in parts.netloc:
+        raise ValueError("a reauthorize link may not carry a user or password")
+    if not host or port not in (None, 443):
+        raise ValueError("a reauthorize link needs a host name and the https port (443)")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return v
+    raise ValueError("a reauthorize link must name a host, not an IP address")
+
+
 class LinkSettings(Section):
     reauthorize: str | None = None
     allowed_hosts: list[str] = []
@@ -301,12 +329,16 @@ class LinkSettings(Section):
     @field_validator("reauthorize")
     @classmethod
     def _template(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        probe = v.replace("{integration_id}", "x").replace("{account_id}", "x").replace("{provider}", "x")
-        if "{" in probe or "}" in probe:
-            raise ValueError("only {integration_id}, {account_id} and {provider} placeholders are allowed")
-        _http_url(probe)
+        return v if v is None else link_template(v)
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_templates(cls, v: dict[str, str]) -> dict[str, str]:
+        for provider, template in v.items():
+            try:
+                link_template(template)
+            except ValueError as exc:
+                raise ValueError(f"providers.{provider}: {exc}") from None
         return v
 
 

@@ -1,7 +1,8 @@
 """Reauthorize links (R3.6): from the event, else the integration, else the ``[links]`` template.
 
-Only ``https`` URLs (and ``http`` to localhost) whose host is allowed are ever put in a message;
-anything else is dropped (and logged by the caller) and the template is used instead.
+Only ``https`` URLs on port 443 whose host (a name, not an IP address) is allowed are ever put in a
+message; anything else — ``http`` to localhost included — is dropped (and logged by the caller) and
+the template is used instead. Templates pass the same checks when the configuration is loaded.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import quote, urlsplit
 
-from alerts.config import LinkSettings, is_loopback_host
+from alerts.config import LinkSettings
 
 # Stitch's web app: an integration's page, where its "Re-authorize" button lives. The client id is the
 # account id; the older UI addressed the same page as /client/{id}/pipeline/connections/{source_id}/summary.
@@ -49,8 +50,6 @@ def is_safe_url(url: str | None, hosts: set[str]) -> bool:
     host = (parts.hostname or "").lower()
     if "@" in parts.netloc or not host:  # no userinfo, not even an empty one
         return False
-    if parts.scheme == "http":
-        return is_loopback_host(host)
     if parts.scheme != "https" or port not in (None, 443) or _is_ip_literal(host):
         return False
     return host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)

@@ -23,8 +23,9 @@ HOSTS = allowed_hosts(LINKS)
         pytest.param("https://app.example.com:443/x", True, id="port 443 written out"),
         pytest.param("https://app.example.com:8443/x", False, id="other port"),
         pytest.param("http://app.example.com/x", False, id="plain http"),
-        pytest.param("http://127.0.0.1:8080/x", True, id="http to loopback is allowed"),
-        pytest.param("http://localhost/x", True, id="http to localhost"),
+        pytest.param("http://127.0.0.1:8080/x", False, id="http to loopback too (https only, R3.6)"),
+        pytest.param("http://localhost:9000/evil", False, id="http to localhost"),
+        pytest.param("https://localhost/x", False, id="localhost is not on the allow-list"),
         pytest.param("https://evil.example/x", False, id="host not allowed"),
         pytest.param("https://app.example.com.evil.example/x", False, id="allowed name as a prefix"),
         pytest.param("https://app.example.com@evil.example/x", False, id="userinfo trick"),
@@ -41,6 +42,27 @@ HOSTS = allowed_hosts(LINKS)
 )
 def test_is_safe_url(url: str, safe: bool) -> None:
     assert is_safe_url(url, HOSTS) is safe
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("http://etl.example.com/{integration_id}", id="http"),
+        pytest.param("http://10.0.0.1:8080/{integration_id}", id="http to a private address"),
+        pytest.param("https://10.0.0.1/{integration_id}", id="IP literal"),
+        pytest.param("https://[::1]/{integration_id}", id="IPv6 literal"),
+        pytest.param("https://etl.example.com:8443/{integration_id}", id="other port"),
+        pytest.param("https://user:pw@etl.example.com/{integration_id}", id="userinfo"),
+        pytest.param("https://etl.example.com\\@evil.example/{integration_id}", id="backslash"),
+        pytest.param("javascript:alert(1)//{integration_id}", id="javascript scheme"),
+        pytest.param("https://etl.example.com/{secret}", id="unknown placeholder"),
+    ],
+)
+def test_templates_are_checked_when_the_configuration_loads(template: str) -> None:
+    with pytest.raises(ValueError, match="reauthorize link|placeholders|backslash"):
+        LinkSettings(reauthorize=template)
+    with pytest.raises(ValueError, match="providers.salesforce"):
+        LinkSettings(providers={"salesforce": template})
 
 
 def test_event_url_then_integration_url_then_template() -> None:
