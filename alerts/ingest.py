@@ -35,7 +35,7 @@ from alerts.models import (
     Severity,
     as_utc,
 )
-from alerts.redact import clean, redact_value, sanitize
+from alerts.redact import MAX_TEXT, clean, redact_value, sanitize
 from alerts.routing import Target, facts_of, targets_for
 from alerts.storage import Alert, Event, Notification, Token, UTCDateTime, session_scope
 
@@ -85,7 +85,7 @@ def normalise(event: AuthErrorEvent, settings: Settings, catalog: Catalog) -> Au
     event.provider = sanitize(provider, limit=100) if provider else None  # fits the column on every database
     event.auth_method = event.auth_method or (reg.auth_method if reg else None)
     event.account_id = sanitize(event.account_id or (reg.account_id if reg else None), limit=200)
-    event.error = sanitize(event.error, limit=4096)
+    event.error = sanitize(event.error, limit=MAX_TEXT)  # cut to 4096 only once redacted (clean)
     event.labels = {**(reg.labels if reg else {}), **(event.labels or {})}
     return event
 
@@ -125,9 +125,9 @@ def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now:
     """Normalise, classify and fingerprint one event.
 
     A broken integration fails the same way on every run, so the outcome is memoised by the event's
-    fields (events with labels of their own are worked out each time: labels are part of the key
-    space of the fingerprint and rarely repeat)."""
-    memo = None if event.labels else _memo_of(settings, catalog)
+    fields (events with labels of their own, or with errors longer than is stored, are worked out
+    each time: labels are part of the key space of the fingerprint and rarely repeat)."""
+    memo = None if event.labels or len(event.error or "") > 4096 else _memo_of(settings, catalog)
     if memo is not None:
         key = (event.integration_id, event.status, event.integration_name, event.provider, event.auth_method,
                event.account_id, event.error, event.error_code)

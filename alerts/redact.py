@@ -8,45 +8,77 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 MARK = "[REDACTED]"
 TRUNCATED = "…[truncated]"
+# The most text one field keeps before redaction: more than a request body may hold (1 MiB by default).
+MAX_TEXT = 4 * 1024 * 1024
 
 _KEYS = (
     r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|password|passwd|pwd"
     r"|secret|token|signature|private_key|auth_token|session_token"
 )
-# ``code`` and ``sig`` also name harmless numbers ("error code=190"): redact only long values.
+# ``code`` and ``sig`` also name harmless things ("error code=190", "code": "invalid_grant"): only long
+# values that are not a plain identifier (an OAuth code has digits or slashes) are redacted.
 _SHORT_KEYS = r"code|sig"
+# Where a bare value ends. ``[`` too: a value never contains the marker, so redact(redact(x)) == redact(x).
+_BARE = r"[^\s\"'&,;)}\]\[]"
+_IDENTIFIER = re.compile(r"[A-Za-z_.-]+")
+
+
+def _short_value(m: re.Match[str]) -> str:
+    value = m.group("v")
+    if _IDENTIFIER.fullmatch(value):
+        return m.group(0)
+    return m.group(0)[: m.start("v") - m.start(0)] + MARK + m.group(0)[m.end("v") - m.start(0):]
+
 
 # Each rule: (compiled pattern, replacement). Order matters: the specific forms first.
-_RULES: list[tuple[re.Pattern[str], str]] = [
-    # PEM private keys, whole block
+_RULES: list[tuple[re.Pattern[str], Any]] = [
+    # PEM private keys, whole block (a body never runs past the next BEGIN: linear on repeated BEGINs)
     (
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*(?:-(?!----END)[^-]*)*-----END [A-Z ]*PRIVATE KEY-----"),
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*(?:-(?!----END|----BEGIN)[^-]*)*"
+                   r"-----END [A-Z ]*PRIVATE KEY-----"),
         "-----BEGIN PRIVATE KEY-----" + MARK + "-----END PRIVATE KEY-----",
     ),
-    # Authorization headers
-    (re.compile(r"(?i)\b(authorization\s*[:=]\s*[\"']?\s*(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"), r"\1" + MARK),
+    # Authorization headers, also as a JSON or dict entry ("Authorization": "Basic …")
+    (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?\s*(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"),
+     r"\1" + MARK),
     # bare "Bearer xyz"
     (re.compile(r"(?i)\b(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MARK),
-    # DSN passwords: scheme://user:pass@host, split at the last @ before the host
-    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)(?!\[REDACTED\]@)[^\s/]*@(?=[^\s@/]+)"), r"\1" + MARK + "@"),
+    # DSN passwords: scheme://user:pass@host (the user may be empty), split at the last @ before the host.
+    # A scheme starts only where no scheme character precedes it: linear on long runs of them.
+    (re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\]@)[^\s/]*@(?=[^\s@/]+)"),
+     r"\1" + MARK + "@"),
     # Slack webhook URLs
     (re.compile(r"https://hooks\.slack\.com/(services|workflows|triggers)/(?!\[REDACTED\])\S+"), r"https://hooks.slack.com/\1/" + MARK),
-    # JSON "key": "value"
+    # JSON "key": "value" and Python 'key': 'value'
     (
-        re.compile(r"(?i)(\"(?:[a-z0-9_-]*?)(?:" + _KEYS + r")\"\s*:\s*\")(?!\[REDACTED\])(?:[^\"\\]|\\.)+(\")"),
-        r"\1" + MARK + r"\2",
+        re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\2\s*:\s*([\"']))(?!\[REDACTED\])"
+                   r"(?:(?!\3)[^\\\n]|\\.)+(\3)"),
+        r"\1" + MARK + r"\4",
+    ),
+    # JSON "key": 12345678
+    (re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\2\s*:\s*)-?[0-9][0-9.eE+-]*"), r"\1" + MARK),
+    # key="quoted value, maybe with blanks" and key: 'quoted value'
+    (
+        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*([\"']))(?!\[REDACTED\])"
+                   r"(?:(?!\2)[^\\\n]|\\.)+(\2)"),
+        r"\1" + MARK + r"\3",
     ),
     # key=value and key: value (query strings, logs, YAML)
     (
-        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])([^\s\"'&,;)}\]]{3,})"),
+        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])(" + _BARE + r"+)"),
         r"\1" + MARK,
     ),
     (
-        re.compile(r"(?i)\b((?:" + _SHORT_KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])([^\s\"'&,;)}\]]{12,})"),
-        r"\1" + MARK,
+        re.compile(r"(?i)(([\"'])(?:" + _SHORT_KEYS + r")\2\s*:\s*[\"'])(?!\[REDACTED\])(?P<v>[^\s\"'\[\]]{12,})"),
+        _short_value,
+    ),
+    (
+        re.compile(r"(?i)\b((?:" + _SHORT_KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])(?P<v>" + _BARE + r"{12,})"),
+        _short_value,
     ),
     # Well-known token shapes, wherever they stand
     (re.compile(r"\beyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]*"), MARK),
@@ -119,6 +151,12 @@ def _unsafe_removed(text: str, keep_newlines: bool) -> str:
 
 
 def clean(text: str | None, *, limit: int = 4096, keep_newlines: bool = False) -> str | None:
-    """Sanitise, then redact: what every free-text field goes through at ingest."""
-    cleaned = sanitize(text, limit=limit, keep_newlines=keep_newlines)
-    return redact(cleaned) if cleaned else cleaned
+    """Sanitise, redact, then cut to ``limit``: what every free-text field goes through at ingest.
+
+    Cut last: a secret that straddled the limit would otherwise lose the end its pattern needs and
+    keep its first characters."""
+    cleaned = sanitize(text, limit=MAX_TEXT, keep_newlines=keep_newlines)
+    if not cleaned:
+        return cleaned
+    redacted = redact(cleaned)
+    return redacted if len(redacted) <= limit else redacted[: max(0, limit - len(TRUNCATED))] + TRUNCATED

@@ -64,3 +64,66 @@ def test_sanitize_strips_controls_bidi_ansi_and_caps_length() -> None:
 
 def test_clean_sanitises_then_redacts() -> None:
     assert clean("password=\x1b[1mhunter22") == "password=[REDACTED]"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        pytest.param('{"code": "4/0AX4XfWhABCDEFGHIJKLmnop"}', "0AX4XfWh", '"code": "', id="json-oauth-code"),
+        pytest.param('{"sig": "abcdefghijklmnop1234567890"}', "abcdefghijklmnop", '"sig": "', id="json-sig"),
+        pytest.param("redis://:secretpw@cache.internal:6379", "secretpw", "cache.internal", id="dsn-empty-user"),
+        pytest.param("POSTGRES://user:pa55word@db/x", "pa55word", "POSTGRES://user:", id="dsn-upper-scheme"),
+        pytest.param('{"Authorization": "Basic dXNlcjpwYXNz"}', "dXNlcjpwYXNz", "Authorization", id="json-basic"),
+        pytest.param('{"authorization": "Token abc123def"}', "abc123def", "Token", id="json-token"),
+        pytest.param("{'access_token': 'abcdef123456'}", "abcdef123456", "access_token", id="python-repr"),
+        pytest.param("password=ab", "=ab", "password=", id="short-password"),
+        pytest.param('password: "my secret pass"', "secret pass", "password:", id="quoted-blanks"),
+        pytest.param('password="abc def"', "def", "password=", id="quoted-blanks-equals"),
+        pytest.param('{"password": 12345678}', "12345678", "password", id="json-number"),
+    ],
+)
+def test_redact_forms_found_in_review(text: str, secret: str, kept: str) -> None:
+    out = redact(text)
+    assert secret not in out, out
+    assert kept in out
+    assert redact(out) == out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"code": "invalid_grant"}',
+        '{"error": {"code": "INSUFFICIENT_PERMISSIONS", "message": "denied"}}',
+        "error code=invalid_grant_scope",
+    ],
+)
+def test_error_codes_are_not_secrets(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("text", ["code: ya29.a0Af", "sig=xapp-1-A0", "code=ya29.abcdefghijklmnop"])
+def test_redact_twice_changes_nothing(text: str) -> None:
+    once = redact(text)
+    assert "[REDACTED]" in once and redact(once) == once
+
+
+def test_patterns_are_linear_on_hostile_repetition() -> None:
+    import time
+
+    for unit in ("a-", "a.", "a+", "-----BEGIN PRIVATE KEY-----", '"token": "', "code="):
+        small, big = unit * 2_000, unit * 16_000
+        t0 = time.perf_counter()
+        redact(small)
+        t1 = time.perf_counter()
+        redact(big)
+        t2 = time.perf_counter()
+        # 8x the input: linear is ~8x the time, quadratic 64x. A generous bound for a noisy machine.
+        assert t2 - t1 < max(0.05, 25 * (t1 - t0)), (unit, t1 - t0, t2 - t1)
+
+
+def test_a_secret_at_the_length_limit_is_redacted_before_the_cut() -> None:
+    token = "ghp_" + "Z" * 40
+    out = clean("y" * 4054 + " " + token)  # the token straddles 4096: cut first, its head would remain
+    assert out == "y" * 4054 + " ghp_[REDACTED]"
+    out = clean("y" * 4090 + " " + token)  # still too long once redacted: cut after
+    assert len(out) == 4096 and out.endswith("…[truncated]") and "Z" not in out

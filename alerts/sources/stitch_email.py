@@ -36,7 +36,7 @@ from pathlib import Path
 from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.models import AuthErrorEvent, EventStatus
-from alerts.redact import sanitize
+from alerts.redact import MAX_TEXT, sanitize
 from alerts.sources.vendor import guess_provider
 
 __all__ = ["EmailFileError", "StitchEmail", "parse_notification", "read_messages", "to_event"]
@@ -225,7 +225,7 @@ def parse_notification(msg: EmailMessage, raw: bytes, catalog: Catalog) -> Stitc
     return StitchEmail(
         subject=subject,
         integration_name=name,
-        error=sanitize(error, limit=4096, keep_newlines=True) if error else None,
+        error=sanitize(error, limit=MAX_TEXT, keep_newlines=True) if error else None,  # cut once redacted
         client_id=link.group("client") if link else None,
         source_id=link.group("source") if link else None,
         link=link.group(0) if link else None,
