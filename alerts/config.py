@@ -133,8 +133,10 @@ class DatabaseSettings(Section):
     @field_validator("keep_events")
     @classmethod
     def _keep_events(cls, v: timedelta) -> timedelta:
-        if v < timedelta(days=1):
-            raise ValueError("keep_events must be at least 1d")
+        # The stored events hold the idempotency keys: a replay is recognised only while its event is
+        # kept, and senders retry for up to ~3 days (Standard Webhooks ~75.5 h, Stripe 3 days; R1.5).
+        if v < timedelta(hours=96):
+            raise ValueError("keep_events must be at least 96h (4d): replays are recognised only while their event is kept")
         return v
 
     @field_validator("url")

@@ -237,11 +237,15 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     """An engine with our SQLite pragmas (R5.1) or a PostgreSQL pool; creates the SQLite directory."""
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.chmod(path.parent, stat.S_IRWXU)
-        except OSError:
-            pass
+        # A directory we create is ours alone (0700, R4.5); one that exists (the working directory, /tmp)
+        # is left as it is — the database file itself is 0600 either way.
+        if not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, mode=stat.S_IRWXU)
+            except FileExistsError:  # another worker of `serve --workers N` made it a moment ago
+                pass
+            else:
+                os.chmod(path.parent, stat.S_IRWXU)  # mkdir's mode is masked by the umask
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
 
         @sa_event.listens_for(engine, "connect")

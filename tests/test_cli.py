@@ -107,3 +107,18 @@ def test_example_config_loads_and_documents_every_key() -> None:
 
     missing = [k for k in keys(Settings) if k.split(".")[-1] not in text]
     assert missing == []
+
+
+def test_the_database_directory_is_private_only_when_we_create_it(tmp_path) -> None:
+    """R4.5: a directory made for the database is 0700; an existing one (the working directory, /tmp)
+    keeps its mode; the database file is 0600 either way."""
+    from alerts import storage
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    storage.upgrade(storage.make_engine(f"sqlite:///{shared}/alerts.db"))
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"
+    assert oct((shared / "alerts.db").stat().st_mode & 0o777) == "0o600"
+    storage.upgrade(storage.make_engine(f"sqlite:///{tmp_path}/new/dir/alerts.db"))
+    assert oct((tmp_path / "new" / "dir").stat().st_mode & 0o777) == "0o700"

@@ -37,3 +37,16 @@ def test_scalars_and_duplicates() -> None:
     assert decode_json(b"\xef\xbb\xbf 42") == 42
     with pytest.raises(BadPayload, match="duplicate key 'a'"):
         decode_json(b'[{"b": 1}, {"a": 1, "b": 2, "a": 3}]')
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1e400}', b'{"a": -1e400}', b"[1.5e309]", b'{"a": NaN}', b'{"a": Infinity}'])
+def test_numbers_beyond_a_float_are_refused(body: bytes) -> None:
+    with pytest.raises(BadPayload):
+        decode_json(body)
+
+
+def test_an_overflowing_number_gets_400_and_stores_nothing(client) -> None:
+    r = client.post("/v1/events", content=b'{"integration_id": "sf", "error": "invalid_grant", "n": 1e400}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    assert client.get("/v1/alerts").json()["alerts"] == []

@@ -57,8 +57,9 @@ def test_the_worker_keeps_events_for_keep_events(make_client, make_settings, clo
     assert alert.count == 2  # the alert keeps its history
 
 
-def test_keep_events_under_a_day_is_refused(tmp_path) -> None:
+@pytest.mark.parametrize("value", ["1h", "1d", "95h"])
+def test_keep_events_under_the_replay_window_is_refused(tmp_path, value: str) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[database]\nkeep_events = "1h"\n')
-    with pytest.raises(Exception, match="keep_events must be at least 1d"):
+    cfg.write_text(f'[database]\nkeep_events = "{value}"\n')
+    with pytest.raises(Exception, match="keep_events must be at least 96h"):
         load_settings(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_DEPTH = 32
@@ -41,7 +42,10 @@ def _int(text: str) -> int:
 def _float(text: str) -> float:
     if len(text) > 400:
         raise BadPayload("number too long")
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Infinity by another name (R3.2)
+        raise BadPayload("number out of range")
+    return value
 
 
 def _check_shape(value: Any) -> None:
