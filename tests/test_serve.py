@@ -62,3 +62,45 @@ def test_kill_9_after_202_loses_no_event(tmp_path) -> None:
             assert sum(a["count"] for a in http.get("/v1/alerts").json()["alerts"]) == acked
     finally:
         server.stop()
+
+
+def test_a_body_that_trickles_in_gets_408(tmp_path) -> None:
+    """R3.1: the whole body must arrive within server.request_timeout (slowloris); the server stays up."""
+    import socket
+    import time
+
+    import httpx
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[server]\nrequest_timeout = "1s"\n[webhooks.fivetran]\nsecrets = ["%s"]\n' % ("s" * 32))
+    server = ServerProcess(cwd=tmp_path, config=cfg).start()
+    try:
+        for path in ("/v1/events", "/v1/webhooks/fivetran"):  # the fast path; the full app (reads to verify)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 100\r\n\r\n{\"integration_id\":".encode())
+                start = time.monotonic()
+                answer = sock.recv(4096).decode()
+                waited = time.monotonic() - start
+            assert answer.startswith("HTTP/1.1 408"), answer
+            assert "application/problem+json" in answer and 0.5 < waited < 5
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert httpx.get(f"{server.url}/v1/alerts").json()["alerts"] == []  # nothing stored
+    finally:
+        server.stop()
+
+
+def test_a_declared_length_over_the_cap_gets_413_before_any_read(tmp_path) -> None:
+    """R3.1: /v1/events (the fast path) answers 413 from the Content-Length alone, without the body."""
+    import socket
+
+    server = ServerProcess(cwd=tmp_path).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 52428800\r\n\r\n")  # 50 MB declared, not a byte sent
+            answer = sock.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 413"), answer
+        assert "application/problem+json" in answer
+    finally:
+        server.stop()

@@ -167,7 +167,8 @@ def create_app(
         return JSONResponse(p.body(), status_code=500, media_type=PROBLEM)
 
     app.add_middleware(AccessLog)
-    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes,
+                       timeout=settings.server.request_timeout.total_seconds())
 
     from alerts.web import api, dashboard, silences
     from alerts.web import stats as stats_routes

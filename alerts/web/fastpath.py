@@ -25,7 +25,7 @@ from alerts import crashpoints
 from alerts.sources import signing
 from alerts.sources.envelope import BadPayload, decode_json
 from alerts.sources.native import EventProblem, parse_native
-from alerts.web.problems import PROBLEM, problem_bytes
+from alerts.web.problems import PROBLEM, BodyTooSlow, deadline_receive, problem_bytes
 from alerts.web.webhooks import with_delivery_id
 
 log = logging.getLogger("alerts.web")
@@ -52,8 +52,16 @@ class EventsFastPath:
         messages: list[Message] = []
         chunks: list[bytes] = []
         size = 0
+        timed = deadline_receive(receive, settings.server.request_timeout.total_seconds())
         while True:
-            message = await receive()
+            try:
+                message = await timed()
+            except BodyTooSlow:
+                timeout = settings.server.request_timeout.total_seconds()
+                await _respond(send, 408, problem_bytes(408, f"the request body did not arrive within {timeout:g} s"),
+                               PROBLEM, close=True)
+                _access(scope, 408, start)
+                return
             messages.append(message)
             if message["type"] != "http.request":  # the client went away: nothing was stored, nobody to answer
                 return
@@ -100,12 +108,16 @@ class EventsFastPath:
 
     def _eligible(self, scope: Scope) -> bool:
         ctype = b""
+        length = b""
         for name, value in scope["headers"]:
             if name == b"content-type":
                 ctype = value
-                break
+            elif name == b"content-length":
+                length = value
         if ctype.split(b";", 1)[0].strip().lower() != b"application/json":
             return False
+        if length and not (length.isdigit() and int(length) <= self.state.settings.server.max_body_bytes):
+            return False  # the full app answers 413 (or 400) before reading a byte (R3.1)
         guard = getattr(self.state, "webhook_guard", None)
         if guard is not None and not guard.limiter.empty:
             client = (scope.get("client") or ("-", 0))[0] or "-"
@@ -126,9 +138,11 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+async def _respond(send: Send, status: int, body: bytes, content_type: str, *, close: bool = False) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -52,12 +53,48 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTooSlow(Exception):
+    """The client did not send the whole body within ``server.request_timeout`` (slowloris, R3.1)."""
+
+
+def deadline_receive(receive: Receive, seconds: float) -> Receive:
+    """``receive`` that raises :class:`BodyTooSlow` once ``seconds`` have passed since its first call
+    without the body's last chunk (the clock starts when the app first asks for the body)."""
+    deadline: float | None = None
+    done = False
+    # uvicorn's receive() returns at once when its cycle has body bytes buffered (the usual case for a
+    # small request): then no timer is needed, and the hot path does not pay for one.
+    arrived = getattr(getattr(receive, "__self__", None), "message_event", None)
+
+    async def timed() -> Message:
+        nonlocal deadline, done
+        if done:  # the body is complete: later calls wait for a disconnect, as long as they like
+            return await receive()
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + seconds
+        if arrived is not None and arrived.is_set():
+            message = await receive()
+        else:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTooSlow() from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            done = True
+        return message
+
+    return timed
+
+
 class BodyLimit:
     """Refuse bodies over ``max_bytes``: by ``Content-Length`` before reading, or while streaming (413)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout  # seconds for the whole body to arrive (408 after), None: no limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,10 +112,11 @@ class BodyLimit:
                     return
         seen = 0
         started = False
+        timed = deadline_receive(receive, self.timeout) if self.timeout else receive
 
         async def limited_receive() -> Message:
             nonlocal seen
-            message = await receive()
+            message = await timed()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
@@ -96,6 +134,9 @@ class BodyLimit:
         except BodyTooLarge:
             if not started:
                 await _send_problem(send, 413, f"body larger than {self.max_bytes} bytes")
+        except BodyTooSlow:
+            if not started:
+                await _send_problem(send, 408, f"the request body did not arrive within {self.timeout:g} s")
 
 
 async def _send_problem(send: Send, status: int, detail: str) -> None:
