@@ -88,6 +88,8 @@ def test_another_integration_s_load_is_ignored(app, clock) -> None:
 @pytest.mark.parametrize("path", [
     pytest.param("/v1/webhooks/stitch/not-the-token-at-all-000000000", id="wrong token"),
     pytest.param("/v1/webhooks/stitch", id="no token"),
+    pytest.param("/v1/webhooks/stitch/", id="empty token: 401 like any other, not 405 (R1.8)"),
+    pytest.param("/v1/webhooks/stitch/a/b", id="a path below the token"),
 ])
 def test_a_wrong_token_is_401_and_stores_nothing(app, clock, path: str) -> None:
     engine = app.app.state.engine

@@ -377,6 +377,9 @@ def test_startup_warns_about_open_endpoints(make_settings) -> None:
     assert any("/v1/events accepts UNSIGNED" in m for m in messages)
     assert any("/v1/webhooks/fivetran accepts UNAUTHENTICATED" in m for m in messages)
     assert startup_warnings(make_settings()) == []  # unsigned native events on loopback: fine
+    slack = {"signing_secret": "s" * 32}
+    assert any("ANY workspace" in m for m in startup_warnings(make_settings(slack=slack)))
+    assert startup_warnings(make_settings(slack={**slack, "team_id": "T0TEAM"})) == []
 
 
 def test_other_methods_get_405_without_echoing_the_path(hooked) -> None:

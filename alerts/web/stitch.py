@@ -68,6 +68,13 @@ async def stitch_webhook_without_token(request: Request) -> JSONResponse:
     return await _post_load(request, body)
 
 
+@router.post("/v1/webhooks/stitch/{rest:path}", include_in_schema=False)  # "a/b", "": not a token
+async def stitch_webhook_other_path(request: Request, rest: str) -> JSONResponse:
+    """The answer of a wrong token (401), not a 405 that would tell this source exists (R1.8)."""
+    await _json_body(request)
+    raise Refusal.unauthorized("unknown_source")
+
+
 async def _post_load(request: Request, body: bytes) -> JSONResponse:
     try:
         load = parse_post_load(_decode(body))

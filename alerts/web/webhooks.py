@@ -468,6 +468,9 @@ def startup_warnings(settings: Settings) -> list[str]:
         source: WebhookSource = getattr(hooks, kind)
         if not source.secrets and source.allow_unsigned:
             out.append(f"/v1/webhooks/{kind} accepts UNAUTHENTICATED requests (allow_unsigned = true)")
+    if settings.slack.signing_secret is not None and settings.slack.team_id is None:
+        out.append("Slack buttons are accepted from ANY workspace the Slack app is installed in: "
+                   "set [slack] team_id to accept only yours (R1.7)")
     for message in out:
         log.warning(message)
     return out
