@@ -193,6 +193,7 @@ def mark_failed(
     retry_after: float | None = None,
     policy: RetryPolicy,
     claimed: int | None = None,
+    fallback: Fallback | None = None,
 ) -> str:
     """Record a failed attempt; return the new status (``failed`` to retry, ``dead`` to give up), or
     ``lost`` when the row is no longer ours to decide (:func:`_lost`: its current holder decides)."""
@@ -212,6 +213,9 @@ def mark_failed(
             row.next_attempt_at = now + timedelta(seconds=min(max(retry_after, 1.0), 900.0))
         elif not retryable or row.attempts >= policy.max_attempts or too_old:
             row.status = DeliveryStatus.dead
+            if fallback is not None:  # in the same transaction: a crash cannot leave a dead letter unreported
+                session.flush()
+                _fallback_in(session, row, fallback, now=now)
         else:
             row.status = DeliveryStatus.failed
             row.next_attempt_at = now + backoff(row.attempts, base=policy.base, cap=policy.cap)
@@ -261,6 +265,7 @@ def mark_partial(
     dead: dict[str, str],
     policy: RetryPolicy,
     claimed: int | None = None,
+    fallback: Fallback | None = None,
 ) -> list[int]:
     """An email some recipients took and others refused: one row per outcome (R2.4, per recipient).
 
@@ -308,10 +313,20 @@ def mark_partial(
             session.flush()
             if status == DeliveryStatus.dead:
                 dead_ids.append(item.id)  # type: ignore[arg-type]
+                if fallback is not None:
+                    _fallback_in(session, item, fallback, now=now)
     return dead_ids
 
 
 FALLBACK_RECEIVER = "admin (fallback)"
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Where dead letters go (R2.5): ``[email] admin``, each with ``note`` saying why it is there."""
+
+    admin: str
+    note: Callable[[dict, str], dict] | None = None
 
 
 def enqueue_fallback(
@@ -329,26 +344,32 @@ def enqueue_fallback(
     """
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
-        if row is None or row.status != DeliveryStatus.dead or row.receiver == FALLBACK_RECEIVER:
-            return None
-        if row.channel == "email" and admin.lower() in {str(a).lower() for a in (row.target or {}).get("to", [])}:
-            return None
-        where = f"{row.channel} {row.receiver}" + (
-            f" ({row.target.get('channel')})" if row.channel == "slack" and row.target else "")
-        payload = row.payload
-        if payload is not None and note is not None:
-            payload = note(payload, f"Could not deliver this to {where}: {row.last_error or 'unknown error'}")
-        key = idempotency_key(row.alert_id, FALLBACK_RECEIVER, "email", row.kind, f"{row.seq}:{row.id}")
-        if session.exec(select(Notification.id).where(Notification.idempotency_key == key)).first() is not None:
-            return None
-        copy = Notification(
-            alert_id=row.alert_id, receiver=FALLBACK_RECEIVER, channel="email", kind=row.kind, seq=row.seq,
-            idempotency_key=key, status=DeliveryStatus.pending, next_attempt_at=now, created_at=now,
-            target={"to": [admin], "fallback_for": row.id}, payload=payload,
-        )
-        session.add(copy)
-        session.flush()
-        return copy.id
+        return None if row is None else _fallback_in(session, row, Fallback(admin, note), now=now)
+
+
+def _fallback_in(session: Session, row: Notification, fallback: Fallback, *, now: datetime) -> int | None:
+    """:func:`enqueue_fallback` inside the caller's transaction: the one that made ``row`` dead."""
+    admin, note = fallback.admin, fallback.note
+    if row.status != DeliveryStatus.dead or row.receiver == FALLBACK_RECEIVER:
+        return None
+    if row.channel == "email" and admin.lower() in {str(a).lower() for a in (row.target or {}).get("to", [])}:
+        return None
+    where = f"{row.channel} {row.receiver}" + (
+        f" ({row.target.get('channel')})" if row.channel == "slack" and row.target else "")
+    payload = row.payload
+    if payload is not None and note is not None:
+        payload = note(payload, f"Could not deliver this to {where}: {row.last_error or 'unknown error'}")
+    key = idempotency_key(row.alert_id, FALLBACK_RECEIVER, "email", row.kind, f"{row.seq}:{row.id}")
+    if session.exec(select(Notification.id).where(Notification.idempotency_key == key)).first() is not None:
+        return None
+    copy = Notification(
+        alert_id=row.alert_id, receiver=FALLBACK_RECEIVER, channel="email", kind=row.kind, seq=row.seq,
+        idempotency_key=key, status=DeliveryStatus.pending, next_attempt_at=now, created_at=now,
+        target={"to": [admin], "fallback_for": row.id}, payload=payload,
+    )
+    session.add(copy)
+    session.flush()
+    return copy.id
 
 
 def delivery_summary(engine: Engine, alert_ids: Sequence[int]) -> dict[int, dict]:

@@ -210,12 +210,12 @@ class Worker:
             dead_ids = await asyncio.to_thread(
                 outbox.mark_partial, self.engine, row.id, now=self.clock(), message_id=exc.ref,
                 delivered=exc.delivered, retry=exc.retry, dead=exc.dead, policy=self.policy, claimed=row.attempts,
+                fallback=self._fallback_to(),
             )
             log.log(logging.ERROR if dead_ids else logging.WARNING, "notification partly refused",
                     extra={"notification_id": row.id, "alert_id": row.alert_id, "error": exc.reason,
                            "dead": dead_ids})
-            for dead_id in dead_ids:
-                await self._fallback(dead_id)
+            self._fallback_queued(dead_ids)
             return
         except DeliveryError as exc:
             await self._fail(row, exc)
@@ -240,6 +240,7 @@ class Worker:
         status = await asyncio.to_thread(
             outbox.mark_failed, self.engine, row.id, now=self.clock(), error=exc.reason,
             retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy, claimed=row.attempts,
+            fallback=self._fallback_to(),
         )
         if status == "lost":
             log.warning("notification outcome dropped: its lease ran out and another worker holds it",
@@ -253,17 +254,19 @@ class Worker:
                    "receiver": row.receiver, "error": exc.reason, "attempts": row.attempts},
         )
         if status == DeliveryStatus.dead:
-            await self._fallback(row.id)
+            self._fallback_queued([row.id])
 
-    async def _fallback(self, row_id: int | None) -> None:
-        """A dead letter goes to ``[email] admin`` by email, if there is one (R2.5)."""
+    def _fallback_to(self) -> outbox.Fallback | None:
+        """Dead letters go to ``[email] admin`` by email, if there is one (R2.5): queued by the very
+        transaction that makes a row dead, so a crash in between cannot lose the report."""
         admin = self.settings.email.admin
-        if row_id is None or not admin or "email" not in self.channels:
-            return
-        copy = await asyncio.to_thread(outbox.enqueue_fallback, self.engine, row_id, admin=admin, now=self.clock(),
-                                       note=with_delivery_note)
-        if copy is not None:
-            log.info("dead letter sent to the admin address", extra={"notification_id": row_id, "fallback_id": copy})
+        if not admin or "email" not in self.channels:
+            return None
+        return outbox.Fallback(admin, with_delivery_note)
+
+    def _fallback_queued(self, dead_ids: list[int]) -> None:
+        if dead_ids and self._fallback_to() is not None:
+            log.info("dead letter queued for the admin address", extra={"notification_ids": dead_ids})
             self.wake.set()
 
     # -- rendering --------------------------------------------------------------------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from sqlmodel import select
+
 from alerts import outbox, storage
 from alerts.models import utcnow
 from alerts.routing import Target
@@ -71,3 +74,28 @@ def test_the_current_holder_decides(tmp_path) -> None:
     assert (row.status, row.attempts, row.last_error) == ("failed", 2, "500")
     outbox.defer(eng, a.id, until=t0, claimed=a.attempts)  # A's pacing deferral: not A's to make either
     assert _row(eng).attempts == 2
+
+
+def test_a_dead_letter_and_its_admin_copy_commit_together(tmp_path) -> None:
+    """R2.5: the row turns dead in the transaction that queues its copy to [email] admin, so no crash
+    in between can leave a dead letter nobody was told about."""
+    eng, t0 = _one_due_row(tmp_path)
+    a = _claim(eng, t0)
+
+    def broken(payload: dict, why: str) -> dict:
+        raise RuntimeError("the copy could not be made")
+
+    with pytest.raises(RuntimeError):
+        outbox.mark_failed(eng, a.id, now=t0, error="channel_not_found", retryable=False,
+                           policy=outbox.RetryPolicy(), claimed=a.attempts,
+                           fallback=outbox.Fallback("admin@example.com", broken))
+    assert _row(eng).status == "pending"  # not dead without its copy: it is claimed again later
+    b = _claim(eng, t0 + LEASE + timedelta(seconds=1))
+    status = outbox.mark_failed(eng, b.id, now=t0 + LEASE * 2, error="channel_not_found", retryable=False,
+                                policy=outbox.RetryPolicy(), claimed=b.attempts,
+                                fallback=outbox.Fallback("admin@example.com"))
+    assert status == "dead"
+    with session_scope(eng) as s:
+        [copy] = s.exec(select(Notification).where(Notification.id != 1)).all()
+        assert (copy.status, copy.channel, copy.target["to"], copy.target["fallback_for"]) == \
+            ("pending", "email", ["admin@example.com"], 1)
