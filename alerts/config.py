@@ -725,6 +725,12 @@ class Settings(BaseSettings):
         sources = [s.name for s in self.log_sources]
         if len(set(sources)) != len(sources):
             raise ValueError(f"log_sources: duplicate name(s) {sorted({n for n in sources if sources.count(n) > 1})}")
+        # R2.2: a send must end well inside its lease, or another worker claims the row while it is
+        # still being sent (the worker also stops a send at half the lease).
+        slowest = max(self.slack.timeout, self.email.timeout)
+        if self.outbox.lease < 2 * slowest:
+            raise ValueError(f"outbox.lease ({format_duration(self.outbox.lease)}) must be at least twice the "
+                             f"slowest send timeout ({format_duration(slowest)}, [slack]/[email] timeout)")
         return self
 
     def redacted_dump(self) -> dict[str, Any]:

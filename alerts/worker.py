@@ -204,8 +204,16 @@ class Worker:
                                         until=self.clock() + timedelta(seconds=wait), claimed=row.attempts)
                 asyncio.get_running_loop().call_later(wait, self.wake.set)  # back when the bucket has a token
                 return
+        # A send, with every retry a channel makes inside it, ends at half the lease: past the lease
+        # another worker would claim the row and send it again (R2.2).
+        budget = self.settings.outbox.lease.total_seconds() / 2
         try:
-            ref = await channel.send(message)
+            try:
+                async with asyncio.timeout(budget):
+                    ref = await channel.send(message)
+            except TimeoutError:
+                raise DeliveryError(f"send took longer than {budget:g} s (half the outbox lease)",
+                                    retryable=True) from None
         except PartialDelivery as exc:  # some email recipients took it: one row per outcome
             dead_ids = await asyncio.to_thread(
                 outbox.mark_partial, self.engine, row.id, now=self.clock(), message_id=exc.ref,

@@ -86,3 +86,13 @@ def test_secrets_never_in_repr_or_dump(tmp_path) -> None:
     for needle in ("CANARY-slack", "CANARY-smtp", "CANARY-db", "CANARY-api"):
         assert needle not in dumped
     assert s.slack.bot_token.get_secret_value() == "xoxb-CANARY-slack-000000001"
+
+
+def test_the_lease_must_outlast_two_send_timeouts(tmp_path) -> None:
+    """R2.2: lease >= 2x the send timeout, or a slow send is claimed and sent again by another worker."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[outbox]\nlease = "50s"\n')  # [email] timeout is 30 s
+    with pytest.raises(Exception, match=r"outbox.lease \(50s\) must be at least twice the slowest send timeout \(30s"):
+        load_settings(cfg)
+    cfg.write_text('[outbox]\nlease = "60s"\n')
+    assert load_settings(cfg).outbox.lease.total_seconds() == 60
