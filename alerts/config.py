@@ -115,6 +115,13 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch: int = Field(1000, ge=1, le=100_000)
     request_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("request_timeout")
+    @classmethod
+    def _request_timeout(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("request_timeout must be at least 1s")
+        return v
     session_secret: SecretStr | None = None
 
     def base_url(self) -> str:
@@ -727,7 +734,8 @@ class Settings(BaseSettings):
             raise ValueError(f"log_sources: duplicate name(s) {sorted({n for n in sources if sources.count(n) > 1})}")
         # R2.2: a send must end well inside its lease, or another worker claims the row while it is
         # still being sent (the worker also stops a send at half the lease).
-        slowest = max(self.slack.timeout, self.email.timeout)
+        timeouts = [c.timeout for c in (self.slack, self.email) if c.configured]
+        slowest = max(timeouts, default=timedelta(0))
         if self.outbox.lease < 2 * slowest:
             raise ValueError(f"outbox.lease ({format_duration(self.outbox.lease)}) must be at least twice the "
                              f"slowest send timeout ({format_duration(slowest)}, [slack]/[email] timeout)")

@@ -108,15 +108,25 @@ class Prepared:
     body_sha256: str | None = None
 
 
-@functools.lru_cache(maxsize=2048)
 def _classified(catalog: Catalog, error: str | None, provider: str | None, auth_method: str | None,
                 error_code: str | None) -> CatalogEntry | None:
+    """The catalog entry for an error, judged on what is stored of it (its first 4096 characters)."""
+    return _classified_cached(catalog, error[:4096] if error else error, provider, auth_method, error_code)
+
+
+@functools.lru_cache(maxsize=2048)
+def _classified_cached(catalog: Catalog, error: str | None, provider: str | None, auth_method: str | None,
+                       error_code: str | None) -> CatalogEntry | None:
     found = catalog.by_code(error_code) or catalog.classify(error, provider, auth_method)
     return found.entry if found else None
 
 
-@functools.lru_cache(maxsize=2048)
 def _cleaned(text: str | None) -> str | None:
+    return clean(text) if text and len(text) > 4096 else _cleaned_cached(text)  # long texts: not kept
+
+
+@functools.lru_cache(maxsize=2048)
+def _cleaned_cached(text: str | None) -> str | None:
     return clean(text)
 
 
@@ -831,8 +841,10 @@ def refresh_silences(engine: Engine, *, settings: Settings, catalog: Catalog, no
         # a batch counting into one of them must not write back a notify_seq from before this message
         # (PostgreSQL; SQLite has one writer). Only the few that change are locked, never all open alerts.
         session.expire_all()
-        for alert in session.exec(select(Alert).where(Alert.id.in_(flip), Alert.state != AlertState.resolved.value)
-                                  .order_by(Alert.id).with_for_update()).all():
+        locked = [a for chunk in _chunks(flip, 500)  # bounded statements, however many a silence flips
+                  for a in session.exec(select(Alert).where(Alert.id.in_(chunk), Alert.state != AlertState.resolved.value)
+                                        .order_by(Alert.id).with_for_update()).all()]
+        for alert in locked:
             now_silenced = silences.is_silenced(alert, current)
             if now_silenced == alert.silenced:
                 continue

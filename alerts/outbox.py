@@ -158,23 +158,26 @@ class RetryPolicy:
     cap: timedelta = timedelta(hours=1)
 
 
-def _lost(row: Notification, claimed: int | None) -> bool:
-    """Whether this worker's claim on ``row`` is gone: the row is finished, or its lease ran out and
-    another worker claimed it (each claim counts an attempt). ``claimed`` is ``attempts`` as our claim
-    left it; ``None`` trusts the caller (operators' commands, tests)."""
+def _lost(row: Notification, claimed: datetime | None) -> bool:
+    """Whether this worker's claim on ``row`` is gone: the row is finished, put back (deferred, marked),
+    or its lease ran out and another worker claimed it. ``claimed`` is the ``lease_until`` our claim set
+    (each claim sets its own; attempts are no token: deferrals and 429s give one back); ``None`` trusts
+    the caller (operators' commands, tests)."""
     if claimed is None:
         return False
-    return row.attempts != claimed or row.status not in (DeliveryStatus.pending, DeliveryStatus.failed)
+    return (row.lease_until is None or as_utc(row.lease_until) != as_utc(claimed)
+            or row.status not in (DeliveryStatus.pending, DeliveryStatus.failed))
 
 
 def mark_sent(engine: Engine, row_id: int, *, now: datetime, external_ref: str | None,
-              claimed: int | None = None) -> None:
+              claimed: datetime | None = None) -> None:
     """Record a delivery. It counts even if our lease ran out meanwhile and another worker holds the row
-    now: the message did arrive, and a later failure of theirs must not send it a third time."""
+    now, or gave it up as dead: the message did arrive, and a later failure of theirs must not send it
+    a third time."""
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
-        if row is None or (claimed is not None and row.status not in (DeliveryStatus.pending,
-                                                                      DeliveryStatus.failed)):
+        if row is None or (claimed is not None and row.status not in (DeliveryStatus.pending, DeliveryStatus.failed,
+                                                                      DeliveryStatus.dead)):
             return
         row.status = DeliveryStatus.sent
         row.sent_at = now
@@ -192,7 +195,7 @@ def mark_failed(
     retryable: bool,
     retry_after: float | None = None,
     policy: RetryPolicy,
-    claimed: int | None = None,
+    claimed: datetime | None = None,
     fallback: Fallback | None = None,
 ) -> str:
     """Record a failed attempt; return the new status (``failed`` to retry, ``dead`` to give up), or
@@ -222,7 +225,7 @@ def mark_failed(
         return str(row.status)
 
 
-def defer(engine: Engine, row_id: int, *, until: datetime, claimed: int | None = None) -> None:
+def defer(engine: Engine, row_id: int, *, until: datetime, claimed: datetime | None = None) -> None:
     """Put a claimed row back, due at ``until``, without counting the attempt (Slack pacing, R2.6)."""
     with session_scope(engine) as session:
         row = session.get(Notification, row_id)
@@ -264,7 +267,7 @@ def mark_partial(
     retry: dict[str, str],
     dead: dict[str, str],
     policy: RetryPolicy,
-    claimed: int | None = None,
+    claimed: datetime | None = None,
     fallback: Fallback | None = None,
 ) -> list[int]:
     """An email some recipients took and others refused: one row per outcome (R2.4, per recipient).

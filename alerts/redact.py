@@ -12,8 +12,9 @@ from typing import Any
 
 MARK = "[REDACTED]"
 TRUNCATED = "…[truncated]"
-# The most text one field keeps before redaction: more than a request body may hold (1 MiB by default).
-MAX_TEXT = 4 * 1024 * 1024
+# How much of one field is redacted before it is cut to its limit (4096): a secret straddling the cut
+# is redacted whole (a PEM key is ~3.2 KiB), and the work per field stays bounded.
+MAX_TEXT = 16 * 1024
 
 _KEYS = (
     r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|password|passwd|pwd"
@@ -22,14 +23,15 @@ _KEYS = (
 # ``code`` and ``sig`` also name harmless things ("error code=190", "code": "invalid_grant"): only long
 # values that are not a plain identifier (an OAuth code has digits or slashes) are redacted.
 _SHORT_KEYS = r"code|sig"
-# Where a bare value ends. ``[`` too: a value never contains the marker, so redact(redact(x)) == redact(x).
-_BARE = r"[^\s\"'&,;)}\]\[]"
+# A bare value: up to a blank, quote, separator or closing bracket; a marker already in it counts as
+# part of it (whole, with its "]"), so a second pass sees what the first one left.
+_BARE = r"(?:\[REDACTED\]|[^\s\"'&,;)}\]])"
 _IDENTIFIER = re.compile(r"[A-Za-z_.-]+")
 
 
 def _short_value(m: re.Match[str]) -> str:
     value = m.group("v")
-    if _IDENTIFIER.fullmatch(value):
+    if _IDENTIFIER.fullmatch(value) or MARK[:-1] in value:  # an error code; or what a token rule left
         return m.group(0)
     return m.group(0)[: m.start("v") - m.start(0)] + MARK + m.group(0)[m.end("v") - m.start(0):]
 
@@ -43,7 +45,7 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
         "-----BEGIN PRIVATE KEY-----" + MARK + "-----END PRIVATE KEY-----",
     ),
     # Authorization headers, also as a JSON or dict entry ("Authorization": "Basic …")
-    (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?\s*(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"),
+    (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*(?:[\"']\s*)?(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"),
      r"\1" + MARK),
     # bare "Bearer xyz"
     (re.compile(r"(?i)\b(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MARK),
@@ -73,7 +75,7 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
         r"\1" + MARK,
     ),
     (
-        re.compile(r"(?i)(([\"'])(?:" + _SHORT_KEYS + r")\2\s*:\s*[\"'])(?!\[REDACTED\])(?P<v>[^\s\"'\[\]]{12,})"),
+        re.compile(r"(?i)(([\"'])(?:" + _SHORT_KEYS + r")\2\s*:\s*[\"'])(?!\[REDACTED\])(?P<v>(?:\[REDACTED\]|[^\s\"'\]]){12,})"),
         _short_value,
     ),
     (
@@ -81,7 +83,7 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
         _short_value,
     ),
     # Well-known token shapes, wherever they stand
-    (re.compile(r"\beyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]*"), MARK),
+    (re.compile(r"(?<![\w-])eyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]*"), MARK),
     (re.compile(r"\b(xox[abposr]-)[\w-]{10,}"), r"\1" + MARK),
     (re.compile(r"\b(xapp-\d-)[\w-]+"), r"\1" + MARK),
     (re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{10,}"), r"\1" + MARK),

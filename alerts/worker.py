@@ -201,7 +201,7 @@ class Worker:
                                            rate=cfg.rate, burst=cfg.burst)
             if wait > 0:
                 await asyncio.to_thread(outbox.defer, self.engine, row.id,
-                                        until=self.clock() + timedelta(seconds=wait), claimed=row.attempts)
+                                        until=self.clock() + timedelta(seconds=wait), claimed=row.lease_until)
                 asyncio.get_running_loop().call_later(wait, self.wake.set)  # back when the bucket has a token
                 return
         # A send, with every retry a channel makes inside it, ends at half the lease: past the lease
@@ -217,7 +217,7 @@ class Worker:
         except PartialDelivery as exc:  # some email recipients took it: one row per outcome
             dead_ids = await asyncio.to_thread(
                 outbox.mark_partial, self.engine, row.id, now=self.clock(), message_id=exc.ref,
-                delivered=exc.delivered, retry=exc.retry, dead=exc.dead, policy=self.policy, claimed=row.attempts,
+                delivered=exc.delivered, retry=exc.retry, dead=exc.dead, policy=self.policy, claimed=row.lease_until,
                 fallback=self._fallback_to(),
             )
             log.log(logging.ERROR if dead_ids else logging.WARNING, "notification partly refused",
@@ -233,7 +233,7 @@ class Worker:
             return
         crashpoints.hit("after_send_before_mark")
         await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref,
-                                claimed=row.attempts)
+                                claimed=row.lease_until)
         if self.on_sent is not None:
             self.on_sent(row, (self.clock() - as_utc(row.created_at)).total_seconds())
         if row.alert_id is not None and row.kind == Kind.firing:
@@ -247,7 +247,7 @@ class Worker:
     async def _fail(self, row: Notification, exc: DeliveryError) -> None:
         status = await asyncio.to_thread(
             outbox.mark_failed, self.engine, row.id, now=self.clock(), error=exc.reason,
-            retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy, claimed=row.attempts,
+            retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy, claimed=row.lease_until,
             fallback=self._fallback_to(),
         )
         if status == "lost":

@@ -91,8 +91,12 @@ def test_secrets_never_in_repr_or_dump(tmp_path) -> None:
 def test_the_lease_must_outlast_two_send_timeouts(tmp_path) -> None:
     """R2.2: lease >= 2x the send timeout, or a slow send is claimed and sent again by another worker."""
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[outbox]\nlease = "50s"\n')  # [email] timeout is 30 s
+    email = '[email]\nhost = "smtp.example.com"\n'
+    cfg.write_text('[outbox]\nlease = "50s"\n' + email)  # [email] timeout is 30 s
     with pytest.raises(Exception, match=r"outbox.lease \(50s\) must be at least twice the slowest send timeout \(30s"):
         load_settings(cfg)
-    cfg.write_text('[outbox]\nlease = "60s"\n')
+    cfg.write_text('[outbox]\nlease = "60s"\n' + email)
     assert load_settings(cfg).outbox.lease.total_seconds() == 60
+    # only channels in use count: Slack alone (10 s) is fine with 45 s
+    cfg.write_text('[outbox]\nlease = "45s"\n[slack]\nwebhook_url = "https://hooks.slack.com/services/T0/B0/x"\n')
+    assert load_settings(cfg).outbox.lease.total_seconds() == 45

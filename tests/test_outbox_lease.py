@@ -40,9 +40,9 @@ def test_a_late_failure_of_an_expired_claim_is_dropped(tmp_path) -> None:
     a = _claim(eng, t0)  # worker A claims, then stalls past its lease
     b = _claim(eng, t0 + LEASE + timedelta(seconds=1))  # worker B claims the row again
     assert (a.attempts, b.attempts) == (1, 2)
-    outbox.mark_sent(eng, b.id, now=t0 + LEASE * 2, external_ref="b", claimed=b.attempts)
+    outbox.mark_sent(eng, b.id, now=t0 + LEASE * 2, external_ref="b", claimed=b.lease_until)
     status = outbox.mark_failed(eng, a.id, now=t0 + LEASE * 3, error="timeout", retryable=True,
-                                policy=outbox.RetryPolicy(), claimed=a.attempts)
+                                policy=outbox.RetryPolicy(), claimed=a.lease_until)
     assert status == "lost"
     row = _row(eng)
     assert (row.status, row.external_ref, row.last_error) == ("sent", "b", None)
@@ -53,9 +53,9 @@ def test_a_late_success_of_an_expired_claim_counts_and_the_holders_failure_does_
     eng, t0 = _one_due_row(tmp_path)
     a = _claim(eng, t0)
     b = _claim(eng, t0 + LEASE + timedelta(seconds=1))
-    outbox.mark_sent(eng, a.id, now=t0 + LEASE * 2, external_ref="a", claimed=a.attempts)  # A's message arrived
+    outbox.mark_sent(eng, a.id, now=t0 + LEASE * 2, external_ref="a", claimed=a.lease_until)  # A's message arrived
     status = outbox.mark_failed(eng, b.id, now=t0 + LEASE * 2, error="500", retryable=True,
-                                policy=outbox.RetryPolicy(), claimed=b.attempts)
+                                policy=outbox.RetryPolicy(), claimed=b.lease_until)
     assert status == "lost"
     row = _row(eng)
     assert (row.status, row.external_ref) == ("sent", "a")
@@ -67,12 +67,12 @@ def test_the_current_holder_decides(tmp_path) -> None:
     a = _claim(eng, t0)
     b = _claim(eng, t0 + LEASE + timedelta(seconds=1))
     assert outbox.mark_failed(eng, a.id, now=t0 + LEASE * 2, error="timeout", retryable=True,
-                              policy=outbox.RetryPolicy(), claimed=a.attempts) == "lost"
+                              policy=outbox.RetryPolicy(), claimed=a.lease_until) == "lost"
     assert outbox.mark_failed(eng, b.id, now=t0 + LEASE * 2, error="500", retryable=True,
-                              policy=outbox.RetryPolicy(), claimed=b.attempts) == "failed"
+                              policy=outbox.RetryPolicy(), claimed=b.lease_until) == "failed"
     row = _row(eng)
     assert (row.status, row.attempts, row.last_error) == ("failed", 2, "500")
-    outbox.defer(eng, a.id, until=t0, claimed=a.attempts)  # A's pacing deferral: not A's to make either
+    outbox.defer(eng, a.id, until=t0, claimed=a.lease_until)  # A's pacing deferral: not A's to make either
     assert _row(eng).attempts == 2
 
 
@@ -87,15 +87,35 @@ def test_a_dead_letter_and_its_admin_copy_commit_together(tmp_path) -> None:
 
     with pytest.raises(RuntimeError):
         outbox.mark_failed(eng, a.id, now=t0, error="channel_not_found", retryable=False,
-                           policy=outbox.RetryPolicy(), claimed=a.attempts,
+                           policy=outbox.RetryPolicy(), claimed=a.lease_until,
                            fallback=outbox.Fallback("admin@example.com", broken))
     assert _row(eng).status == "pending"  # not dead without its copy: it is claimed again later
     b = _claim(eng, t0 + LEASE + timedelta(seconds=1))
     status = outbox.mark_failed(eng, b.id, now=t0 + LEASE * 2, error="channel_not_found", retryable=False,
-                                policy=outbox.RetryPolicy(), claimed=b.attempts,
+                                policy=outbox.RetryPolicy(), claimed=b.lease_until,
                                 fallback=outbox.Fallback("admin@example.com"))
     assert status == "dead"
     with session_scope(eng) as s:
         [copy] = s.exec(select(Notification).where(Notification.id != 1)).all()
         assert (copy.status, copy.channel, copy.target["to"], copy.target["fallback_for"]) == \
             ("pending", "email", ["admin@example.com"], 1)
+
+
+def test_a_deferral_by_the_holder_does_not_give_the_old_claim_back(tmp_path) -> None:
+    """Attempts are no claim token: the holder's pacing deferral gives its attempt back, and the stale
+    worker's attempt count would match again. The lease each claim sets tells them apart."""
+    eng, t0 = _one_due_row(tmp_path)
+    a = _claim(eng, t0)
+    b = _claim(eng, t0 + LEASE + timedelta(seconds=1))
+    outbox.defer(eng, b.id, until=t0 + LEASE * 2, claimed=b.lease_until)
+    assert _row(eng).attempts == a.attempts  # the count is back where A left it
+    assert outbox.mark_failed(eng, a.id, now=t0 + LEASE * 2, error="timeout", retryable=False,
+                              policy=outbox.RetryPolicy(), claimed=a.lease_until) == "lost"
+    row = _row(eng)
+    assert (row.status, as_naive(row.next_attempt_at)) == ("pending", as_naive(t0 + LEASE * 2))
+
+
+def as_naive(value):
+    from alerts.models import as_utc
+
+    return as_utc(value).replace(tzinfo=None)

@@ -82,7 +82,7 @@ def parse(data: Any, *, body: bytes) -> Batch:
     payload = data.get("payload")
     if not isinstance(payload, dict):
         raise AdapterError("payload: required to trigger")
-    summary = text(payload.get("summary"), limit=4096)
+    summary = text(payload.get("summary"))
     if summary is None:
         raise AdapterError("payload.summary: required to trigger")
     details = obj(payload.get("custom_details"))

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from alerts.models import AuthErrorEvent
-from alerts.redact import sanitize
+from alerts.redact import MAX_TEXT, sanitize
 
 MAX_LABELS = 64
 
@@ -55,8 +55,9 @@ def obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def text(value: Any, *, limit: int = 4096) -> str | None:
-    """A string field, sanitised (R3.3); numbers are not text; empty becomes ``None``."""
+def text(value: Any, *, limit: int = MAX_TEXT) -> str | None:
+    """A string field, sanitised (R3.3); numbers are not text; empty becomes ``None``. Free text (the
+    default limit) is cut to what is stored only once redacted, at ingest (:func:`alerts.redact.clean`)."""
     if not isinstance(value, str):
         return None
     return sanitize(value, limit=limit) or None
