@@ -302,32 +302,41 @@ class Integration(Section):
     reauthorize_url: HttpUrl | None = None
 
 
-def link_template(v: str) -> str:
-    """A reauthorize-link template (R3.6): https, port 443, a host name (no IP literal), no userinfo,
-    no backslash or blank; placeholders ``{integration_id}``, ``{account_id}``, ``{provider}`` only.
-    Checked with the parser :func:`alerts.links.is_safe_url` uses for every link at send time."""
-    probe = v.replace("{integration_id}", "x").replace("{account_id}", "x").replace("{provider}", "x")
-    if "{" in probe or "}" in probe:
-        raise ValueError("only {integration_id}, {account_id} and {provider} placeholders are allowed")
-    if any(c in probe for c in "\\ \t\r\n<>|\"'`"):
-        raise ValueError("a link may not contain a backslash, blank, quote or <>|`")
+def link_problem(url: str) -> str | None:
+    """What makes ``url`` unfit for a message's reauthorize link (R3.6), or ``None``: it must be https on
+    port 443 with a host name (no IP literal), no userinfo, backslash, blank, quote or ``<>|```. The
+    host's allow-list is the caller's (:func:`alerts.links.is_safe_url`)."""
+    if any(c in url for c in "\\ \t\r\n<>|\"'`"):
+        return "a link may not contain a backslash, blank, quote or <>|`"
     try:
-        parts = urlsplit(probe)
+        parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"not a URL: {exc}") from None
+        return f"not a URL: {exc}"
     host = parts.hostname or ""
     if parts.scheme != "https":
-        raise ValueError("a reauthorize link must be https")
-    if "@" in parts.netloc:
-        raise ValueError("a reauthorize link may not carry a user or password")
+        return "a reauthorize link must be https"
+    if "@" in parts.netloc:  # no userinfo, not even an empty one
+        return "a reauthorize link may not carry a user or password"
     if not host or port not in (None, 443):
-        raise ValueError("a reauthorize link needs a host name and the https port (443)")
+        return "a reauthorize link needs a host name and the https port (443)"
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return v
-    raise ValueError("a reauthorize link must name a host, not an IP address")
+        return None
+    return "a reauthorize link must name a host, not an IP address"
+
+
+def link_template(v: str) -> str:
+    """A reauthorize-link template: :func:`link_problem` free, placeholders ``{integration_id}``,
+    ``{account_id}``, ``{provider}`` only."""
+    probe = v.replace("{integration_id}", "x").replace("{account_id}", "x").replace("{provider}", "x")
+    if "{" in probe or "}" in probe:
+        raise ValueError("only {integration_id}, {account_id} and {provider} placeholders are allowed")
+    problem = link_problem(probe)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
 
 
 class LinkSettings(Section):

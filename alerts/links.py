@@ -7,10 +7,9 @@ the template is used instead. Templates pass the same checks when the configurat
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import quote, urlsplit
 
-from alerts.config import LinkSettings
+from alerts.config import LinkSettings, link_problem
 
 # Stitch's web app: an integration's page, where its "Re-authorize" button lives. The client id is the
 # account id; the older UI addressed the same page as /client/{id}/pipeline/connections/{source_id}/summary.
@@ -40,27 +39,10 @@ def allowed_hosts(links: LinkSettings) -> set[str]:
 
 
 def is_safe_url(url: str | None, hosts: set[str]) -> bool:
-    if not url or any(c in url for c in "\\ \t\r\n<>|\"'`"):
+    if not url or link_problem(url) is not None:
         return False
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    host = (parts.hostname or "").lower()
-    if "@" in parts.netloc or not host:  # no userinfo, not even an empty one
-        return False
-    if parts.scheme != "https" or port not in (None, 443) or _is_ip_literal(host):
-        return False
+    host = (urlsplit(url).hostname or "").lower()
     return host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _fill(template: str, integration_id: str, account_id: str, provider: str) -> str:
