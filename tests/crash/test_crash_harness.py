@@ -5,9 +5,13 @@ A recording Slack Web API peer and an aiosmtpd server count every delivery by it
 fed in batches, re-sent until acknowledged (as a webhook sender would), and 50 auth-failure lines are
 appended to a followed log file. After each crash the service is restarted. At the end:
 
+After every restart the harness waits (at most lease + 10 s) until every due row was delivered and
+none is leased — (d), checked after each crash, not only at the end. At the end:
+
 (a) every acknowledged event is stored and has its alert; (b) every notification was delivered at
-least once; (c) deliveries per key <= 1 + the crashes; (d) no row is still leased; (e) SQLite's
-integrity_check is ok; (f) no log line was lost or counted twice.
+least once; (c) a key is delivered again only across a crash that caught it in flight: never twice by
+one process, never after a crash by which it was already marked sent, and so at most 1 + the crashes;
+(e) SQLite's integrity_check is ok; (f) no log line was lost or counted twice.
 """
 
 from __future__ import annotations
@@ -101,6 +105,9 @@ class Harness:
         self.crashes = 0
         # (Slack messages, emails) received before each crash: the deliveries of each process lifetime
         self.boundaries: list[tuple[int, int]] = []
+        # per crash, the delivery keys marked sent by then: none of them may arrive again afterwards
+        self.sent_by_crash: list[set[str]] = []
+        self.settles = 0
 
     def crashed(self) -> None:
         """Count a crash and mark where its deliveries end. Bytes the dead process sent before it died
@@ -108,6 +115,15 @@ class Harness:
         time.sleep(0.3)
         self.boundaries.append((len(self.slack.messages), len(self.smtp.messages)))
         self.crashes += 1
+        self.sent_by_crash.append(sent_keys(self.tmp / "alerts.db"))
+
+    def settle(self) -> None:
+        """R5.4 (d), after a restart: within lease + 10 s every due row is delivered (the dead process's
+        leases expired and the rows were claimed again) and no row is leased any more."""
+        db = self.tmp / "alerts.db"
+        wait_for(lambda: rows(db, QUIET_SQL) == [(0, 0)], timeout=LEASE_S + 10,
+                 what=lambda: f"after crash {self.crashes}: (leased, due) = {rows(db, QUIET_SQL)}")
+        self.settles += 1
 
     def env(self, crashpoint: str | None = None) -> dict[str, str]:
         env = {"ALERTS_TEST_BUILD": "1"}
@@ -170,13 +186,44 @@ def feed(h: Harness, pending: list[list[dict]], *, until_crash: bool = False, de
             return
 
 
-def wait_for(predicate, timeout: float = 60) -> None:
+def wait_for(predicate, timeout: float = 60, what=None) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
             return
         time.sleep(0.2)
-    raise AssertionError("timed out")
+    raise AssertionError("timed out" + (f": {what()}" if what else ""))
+
+
+# (rows leased now, rows due and not delivered); SQLite stores naive UTC text, microseconds last
+QUIET_SQL = ("select coalesce(sum(lease_until > strftime('%Y-%m-%d %H:%M:%f', 'now')), 0), "
+             "coalesce(sum(status in ('pending', 'failed') and next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', "
+             "'now')), 0) from notification")
+
+
+def sent_keys(db: Path) -> set[str]:
+    """The delivery keys (as :func:`lifetimes` names them) of the rows marked sent."""
+    return {f"slack:{key}" if channel == "slack" else f"email:{ref}"
+            for channel, key, ref in rows(db, "select channel, idempotency_key, external_ref from notification "
+                                              "where status = 'sent'")}
+
+
+def keys_since(slack: SlackPeer, smtp: SmtpPeer, since: tuple[int, int]) -> set[str]:
+    """The delivery keys of the Slack messages and emails received after the first ``since`` of each."""
+    keys = {"slack:" + meta["idempotency_key"] for m in slack.messages[since[0]:]
+            if (meta := (m.get("metadata") or {}).get("event_payload") or {}).get("idempotency_key")}
+    return keys | {"email:" + m.message["Message-ID"] for m in smtp.messages[since[1]:]}
+
+
+def resent_after_marked(h: Harness) -> dict[str, list[int]]:
+    """Keys delivered in a process lifetime after a crash by which they were already marked sent."""
+    bad: dict[str, list[int]] = {}
+    for key, lives in lifetimes(h).items():
+        for crash, marked in enumerate(h.sent_by_crash):
+            if key in marked and any(life > crash for life in lives):
+                bad[key] = lives
+                break
+    return bad
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
@@ -237,8 +284,14 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
                                  f"Token has been expired or revoked.\n")
                         log_written += 1
 
-        # 1. Each crash point, armed for its first pass.
-        for point in POINTS:
+        # 1. Each crash point, armed for its first pass. Between two, an unarmed process recovers what the
+        # crash left (settle) and is then killed too: a crash at a quiet moment.
+        for n, point in enumerate(POINTS):
+            if n:
+                h.start()
+                h.settle()
+                h.server.kill9()
+                h.crashed()
             if point == "mid_digest_claim":
                 h.seed_digest_baseline()  # an earlier run may have claimed this minute already
             h.start(crashpoint=f"{point}:1")
@@ -247,10 +300,14 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
             if h.alive():  # a point the traffic so far did not reach: make the worker pass it
                 wait_for(lambda: not h.alive(), timeout=45)
             assert h.server.proc.returncode == -9, f"{point}: the process did not kill itself"
+            said = [line.strip() for line in h.server.lines if line.startswith(f"crashpoint {point}")]
+            if said:
+                print(said[-1])  # during_checkpoint: mid-copy, or as it returned when nothing was left to copy
             h.crashed()
         # 2. Random external kill -9s while traffic flows.
         for _ in range(RANDOM_KILLS):
             h.start()
+            h.settle()
             append_log(3)
             stop = threading.Event()
             t = threading.Thread(target=lambda: feed(h, batches, deadline=5))
@@ -262,6 +319,7 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
             h.crashed()
         # 3. A last, clean run: everything left is sent and delivered.
         h.start()
+        h.settle()
         append_log(LOG_LINES)
         feed(h, batches, deadline=60)
         assert batches == [], "events still unacknowledged"
@@ -293,10 +351,12 @@ def test_crash_points_and_random_kills(tmp_path) -> None:
         # (a crash can catch several rows in flight at once; each of them is sent once more)
         repeated = {key: lives for key, lives in lifetimes(h).items() if len(lives) != len(set(lives))}
         assert repeated == {}, f"delivered twice by one process: {repeated}"
+        assert resent_after_marked(h) == {}, "delivered again after a crash by which it was marked sent"
         assert max(got.values()) <= 1 + h.crashes
-        print(f"crash harness: {h.crashes} crashes, {sum(got.values())} deliveries, "
+        print(f"crash harness: {h.crashes} crashes, {h.settles} settled restarts, {sum(got.values())} deliveries, "
               f"{sum(n - 1 for n in got.values())} duplicates, max {max(got.values())} per key")
-        # (d) no row is still leased
+        # (d) no row is still leased (and after every restart, h.settle)
+        assert h.settles == h.crashes - len(POINTS) + 1  # every restart but the armed ones settled
         assert rows(db, "select count(*) from notification where lease_until > datetime('now')") == [(0,)]
         # (e) the database is intact
         assert rows(db, "pragma integrity_check") == [("ok",)]

@@ -21,6 +21,7 @@ from tests.crash.test_crash_harness import (
     LEASE_S,
     deliveries,
     events,
+    keys_since,
     service_config,
     undelivered_slack,
     wait_for,
@@ -78,6 +79,21 @@ def test_three_replicas_survive_kills_and_terminated_backends(tmp_path) -> None:
                 if not ok:
                     time.sleep(0.05)
 
+        def q(sql: str):
+            with eng.connect() as c:
+                return c.exec_driver_sql(sql).all()
+
+        marked: list[tuple[set[str], tuple[int, int]]] = []
+
+        def snapshot() -> None:
+            """The keys marked sent now, and where the peers' records stand: none may arrive again later."""
+            time.sleep(0.3)  # bytes a killed replica sent may still be being read
+            # marks first: a row is marked only once its message arrived, so it arrived before ``counts``
+            sent = q("select channel, idempotency_key, external_ref from notification where status = 'sent'")
+            counts = (len(slack.messages), len(smtp.messages))
+            marked.append(({f"slack:{k}" if ch == "slack" else f"email:{ref}" for ch, k, ref in sent}, counts))
+
+        eng = sa.create_engine(schema_url, pool_pre_ping=True)  # not the service's application_name: not terminated
         threads = [threading.Thread(target=feeder) for _ in range(3)]
         try:
             for t in threads:
@@ -85,25 +101,22 @@ def test_three_replicas_survive_kills_and_terminated_backends(tmp_path) -> None:
             # the armed replica kills itself at its first claim; kill another one from outside
             wait_for(lambda: replicas[2].proc.poll() is not None, timeout=60)
             crashes += 1
+            snapshot()
             time.sleep(rng.uniform(0.2, 0.8))
             replicas[1].kill9()
             crashes += 1
+            snapshot()
             admin = sa.create_engine(BASE)
             with admin.begin() as conn:  # every backend of the service dies mid-transaction
                 conn.exec_driver_sql("select pg_terminate_backend(pid) from pg_stat_activity "
                                      f"where application_name = '{app_name}'")
             admin.dispose()
+            snapshot()
             replicas[1] = start()
             replicas[2] = start()
             for t in threads:
                 t.join(120)
             assert not pending, "events still unacknowledged"
-            eng = sa.create_engine(url)
-
-            def q(sql: str):
-                with eng.connect() as c:
-                    return c.exec_driver_sql(sql).all()
-
             time.sleep(LEASE_S + 1)
             wait_for(lambda: q("select count(*) from notification where status not in ('sent','cancelled')")
                      == [(0,)], timeout=90)
@@ -118,9 +131,12 @@ def test_three_replicas_survive_kills_and_terminated_backends(tmp_path) -> None:
             assert len(firing) == INTEGRATIONS
             # per key at most one extra delivery per incident (two kills + the terminated backends)
             assert max(got.values()) <= 1 + crashes + 1
+            # and never again once marked sent (R2.3: only a crash between sending and marking repeats one)
+            again = [sorted(sent & keys_since(slack, smtp, counts)) for sent, counts in marked]
+            assert again == [[] for _ in marked], again
             assert q("select count(*) from notification where lease_until > now()") == [(0,)]
-            eng.dispose()
         finally:
+            eng.dispose()
             for r in replicas:
                 r.stop()
             slack.stop()
