@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -28,7 +29,7 @@ from sqlmodel import Session, select
 
 from alerts import crashpoints
 from alerts.fastsql import Raw
-from alerts.models import DeliveryStatus, as_utc
+from alerts.models import DeliveryStatus, as_utc, utcnow
 from alerts.redact import redact
 from alerts.routing import Target
 from alerts.storage import Notification, session_scope
@@ -98,27 +99,37 @@ def insert_many(raw: Raw, rows: list[dict]) -> None:
                    conflict="ON CONFLICT (idempotency_key) DO NOTHING")
 
 
-def claim(engine: Engine, *, now: datetime, lease: timedelta, limit: int) -> list[Notification]:
-    """Lease up to ``limit`` due rows to this worker and return them (one statement, R2.2)."""
+def claim(engine: Engine, *, now: datetime | None, lease: timedelta, limit: int) -> list[Notification]:
+    """Lease up to ``limit`` due rows to this worker and return them (one statement, R2.2).
+
+    ``now=None``: the database's clock, read by the statement itself — on PostgreSQL ``now()``, so which
+    rows are due and when their leases end never depend on this replica's clock (the service's worker
+    claims so). SQLite is a file on this machine: its clock is the local one. A ``now`` given (tests,
+    a fake clock) is used as it is. The lease each row got is its ``lease_until`` (the claim's token)."""
     t = Notification.__table__
+    postgres = engine.dialect.name == "postgresql"
+    if now is None and not postgres:
+        now = utcnow()
+    at: Any = sa.func.now() if now is None else now
     due = (
         sa.select(t.c.id)
         .where(
             t.c.status.in_([DeliveryStatus.pending.value, DeliveryStatus.failed.value]),
-            t.c.next_attempt_at <= now,
-            sa.or_(t.c.lease_until.is_(None), t.c.lease_until < now),
+            t.c.next_attempt_at <= at,
+            sa.or_(t.c.lease_until.is_(None), t.c.lease_until < at),
         )
         .order_by(t.c.next_attempt_at)
         .limit(limit)
     )
-    if engine.dialect.name == "postgresql":
+    if postgres:
         due = due.with_for_update(skip_locked=True)
     elif not _anything_due(engine, now):
         return []  # SQLite: a plain read (no write lock) when, as usual, nothing is due
+    until: Any = now + lease if now is not None else sa.func.now() + sa.literal(lease, sa.Interval())
     stmt = (
         sa.update(t)
         .where(t.c.id.in_(due.scalar_subquery()))
-        .values(lease_until=now + lease, attempts=t.c.attempts + 1)
+        .values(lease_until=until, attempts=t.c.attempts + 1)
         .returning(t.c.id)
     )
     with session_scope(engine) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -10,6 +11,7 @@ import pytest
 from sqlmodel import select
 
 from alerts import outbox, storage
+from alerts.models import utcnow
 from alerts.routing import Target
 from alerts.storage import Alert, Notification, session_scope
 from tests.peers.postgres import fresh_schema
@@ -254,3 +256,50 @@ def test_repeats_update_alert_rows_in_place(pg_url, make_settings, catalog) -> N
     assert hot == upd
     with session_scope(storage.make_engine(pg_url)) as s:
         assert sorted({a.count for a in s.exec(select(Alert)).all()}) == [10]
+
+
+def _db_now(eng):
+    with eng.connect() as conn:
+        return storage.as_utc(conn.exec_driver_sql("select now()").scalar_one())
+
+
+def test_a_claim_on_the_database_clock_ignores_this_replicas_clock(pg_url) -> None:
+    """R2.2: which rows are due and when their leases end come from ``now()`` in the claim itself."""
+    eng = storage.make_engine(pg_url)
+    storage.upgrade(eng)
+    db_now = _db_now(eng)
+    far_future = db_now + timedelta(hours=3)  # what a replica whose clock jumped ahead would believe
+    with session_scope(eng) as s:
+        for seq, due in enumerate((db_now - timedelta(seconds=1), db_now + timedelta(hours=1))):
+            outbox.enqueue(s, alert_id=None, kind="digest", seq=seq, targets=[Target("r", "file", {})], due=due,
+                           now=db_now, payload={})
+    # the fast clock would take both rows and lease them until 3 h from now...
+    assert {r.seq for r in outbox.claim(eng, now=far_future, lease=timedelta(seconds=1), limit=10)} == {0, 1}
+    with eng.begin() as conn:
+        conn.exec_driver_sql("update notification set lease_until = null, attempts = 0")
+    # ...the database's clock takes the one that is due, leased for exactly the lease from the database's now
+    [row] = outbox.claim(eng, now=None, lease=timedelta(seconds=120), limit=10)
+    after = _db_now(eng)
+    assert row.seq == 0
+    assert db_now + timedelta(seconds=120) <= storage.as_utc(row.lease_until) <= after + timedelta(seconds=120)
+    assert outbox.claim(eng, now=None, lease=timedelta(seconds=120), limit=10) == []  # leased, the other not due
+    eng.dispose()
+
+
+def test_the_worker_claims_on_the_database_clock_even_when_its_own_is_off(pg_url, make_settings, make_client,
+                                                                          tmp_path) -> None:
+    """A replica whose clock fell an hour behind since it last measured the offset still delivers what is due."""
+    settings = make_settings(database={"url": pg_url})
+    client = make_client(settings)
+    eng = client.app.state.engine
+    db_now = _db_now(eng)
+    with session_scope(eng) as s:
+        outbox.enqueue(s, alert_id=None, kind="digest", seq=0, targets=[Target("r", "file", {})], due=db_now,
+                       now=db_now, payload={"kind": "digest", "slack": {}, "subject": "s", "text": "t", "html": "h"})
+    worker = client.app.state.worker
+    slow = storage.DatabaseClock(eng, local=lambda: utcnow() - timedelta(hours=1))  # never synced
+    worker.clock = slow
+    asyncio.run(worker.deliver_due())
+    with session_scope(eng) as s:
+        [row] = s.exec(select(Notification)).all()
+        assert (row.status, row.attempts) == ("sent", 1)  # by its own clock nothing was due for an hour
