@@ -30,6 +30,7 @@ from sqlmodel import select
 
 from alerts.config import Settings
 from alerts.models import Kind, utcnow
+from alerts.netguard import NonPublicAddress, guarded_sync_transport
 from alerts.render import Rendered, slack_url
 from alerts.storage import FIVETRAN, Alert, Event, session_scope
 
@@ -92,15 +93,17 @@ class FreshLinks:
         url = f"{cfg.base_url}/v1/connections/{quote(connector_id, safe='')}/connect-card"
         redirect = cfg.redirect_uri or self.settings.server.base_url()
         try:
+            # Only to public addresses, as Slack (R3.6); loopback only where the base URL may be (tests).
+            transport = self.transport or guarded_sync_transport(allow_loopback=cfg.allow_loopback_base_url)
             with httpx.Client(timeout=cfg.timeout.total_seconds(), follow_redirects=False,
-                              transport=self.transport) as client:
+                              transport=transport) as client:
                 resp = client.post(
                     url,
                     auth=(cfg.api_key.get_secret_value(), cfg.api_secret.get_secret_value()),
                     headers={"Accept": "application/json;version=2"},
                     json={"connect_card_config": {"redirect_uri": redirect, "hide_setup_guide": True}},
                 )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, NonPublicAddress) as exc:
             log.warning("Connect Card link not minted", extra={"integration_id": connector_id,
                                                                "error": type(exc).__name__})
             return None

@@ -45,6 +45,7 @@ from alerts.sources.stitch import (
     Extraction,
     NotFound,
     RateLimited,
+    Refused,
     StitchClient,
     StitchError,
     Unauthorized,
@@ -205,6 +206,9 @@ class StitchPoller:
             return None
         try:
             text = await self.client.extraction_log(extraction.job_name)
+        except Refused as exc:  # R3.6: a redirect we do not follow is said once per extraction
+            log.warning("stitch extraction log refused", extra={"job_name": extraction.job_name, "error": str(exc)})
+            return None
         except NotFound:
             return None  # logs are kept for a while only: the description is all there is
         result.logs_fetched += 1

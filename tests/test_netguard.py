@@ -1,4 +1,4 @@
-"""R3.6: Slack connections go only to public addresses, the ones the resolver checked.
+"""R3.6: Slack and Stitch-log connections go only to public addresses, the ones the guard checked.
 
 The Slack peer listens on 127.0.0.1; "localhost" resolves to it through the system resolver, which
 stands in for a name on the allow-list that a poisoned resolver or DNS rebinding points at loopback.
@@ -10,14 +10,15 @@ import asyncio
 from collections.abc import Iterator
 
 import aiohttp
+import httpx
 import pytest
 from aiohttp.abc import AbstractResolver
 from pydantic import SecretStr
 
 from alerts.channels import DeliveryError
-from alerts.channels.netguard import NonPublicAddress, PublicOnlyResolver, is_public
 from alerts.channels.slack import SlackChannel
 from alerts.config import SlackSettings
+from alerts.netguard import NonPublicAddress, PublicOnlyResolver, guarded_sync_transport, guarded_transport, is_public
 from tests.conftest import Clock
 from tests.peers.slack import TOKEN, SlackPeer
 from tests.test_slack import outgoing
@@ -91,3 +92,54 @@ def test_the_guarded_connector_is_aiohttps_own_resolver_path(peer: SlackPeer) ->
         asyncio.run(get())
     assert isinstance(info.value.os_error, NonPublicAddress)
     assert peer.requests == []
+
+
+# -- httpx (the Stitch extraction log): the same guard in the network backend ---------------------
+
+
+def fetch(url: str, **guard) -> httpx.Response:  # noqa: ANN003
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=guarded_transport(**guard), timeout=5) as client:
+            return await client.get(url)
+
+    return asyncio.run(get())
+
+
+def test_the_httpx_guard_refuses_loopback_unless_allowed(peer: SlackPeer) -> None:
+    with pytest.raises(NonPublicAddress, match=r"127\.0\.0\.1 resolves to no public address"):
+        fetch(f"http://127.0.0.1:{peer.port}/api/api.test")
+    with pytest.raises(NonPublicAddress, match="localhost resolves to no public address"):
+        fetch(f"http://localhost:{peer.port}/api/api.test")
+    assert peer.requests == []  # refused before connecting
+    assert fetch(f"http://127.0.0.1:{peer.port}/api/api.test", allow_loopback=True).status_code == 200
+    assert [r.path for r in peer.requests] == ["/api/api.test"]
+
+
+def test_the_httpx_guard_connects_to_the_address_it_checked(peer: SlackPeer) -> None:
+    """A name resolving to a private and a (here allowed) loopback address: the private one is dropped,
+    the connection goes to the one that passed, and the request still names the host."""
+    asked: list[str] = []
+
+    async def answers(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return {"logs.example": ["10.0.0.7", "127.0.0.1"], "meta.example": ["169.254.169.254", "fd00::1"]}[host]
+
+    r = fetch(f"http://logs.example:{peer.port}/api/api.test", allow_loopback=True, resolve=answers)
+    assert r.status_code == 200
+    assert peer.requests[-1].headers.get("Host") == f"logs.example:{peer.port}"
+    with pytest.raises(NonPublicAddress, match=r"meta\.example resolves to no public address \(169\.254\.169\.254, fd00::1\)"):
+        fetch("https://meta.example/latest/meta-data/", allow_loopback=True, resolve=answers)
+    assert asked == ["logs.example", "meta.example"]
+
+
+def test_the_blocking_httpx_guard_is_the_same_guard(peer: SlackPeer) -> None:
+    def get(url: str, **guard) -> httpx.Response:  # noqa: ANN003
+        with httpx.Client(transport=guarded_sync_transport(**guard), timeout=5) as client:
+            return client.get(url)
+
+    with pytest.raises(NonPublicAddress, match=r"127\.0\.0\.1 resolves to no public address"):
+        get(f"http://127.0.0.1:{peer.port}/api/api.test")
+    assert peer.requests == []
+    r = get(f"http://logs.example:{peer.port}/api/api.test", allow_loopback=True,
+            resolve=lambda host, port: ["192.168.0.9", "127.0.0.1"])
+    assert r.status_code == 200 and peer.requests[-1].headers.get("Host") == f"logs.example:{peer.port}"

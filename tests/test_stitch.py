@@ -242,6 +242,22 @@ def test_a_short_description_sends_us_to_the_extraction_log(stitch: Env) -> None
     assert len(stitch.state.calls("/s3/")) == 1  # read once
 
 
+@pytest.mark.parametrize("origin", ["https://10.0.0.7", "https://169.254.169.254", "https://[::ffff:127.0.0.1]"])
+def test_a_redirect_to_a_private_address_is_never_followed(stitch: Env, origin: str, caplog) -> None:
+    """R3.6: the log's URL comes from Stitch; an https redirect to a private, metadata or mapped address
+    is refused before any connection, and the short description stands."""
+    job = failed_hubspot(stitch, tap_description="Tap failed with code 1")["job_name"]
+    stitch.state.logs[job] = (DATA / "extraction.log").read_text()
+    stitch.state.log_origin = origin
+    with caplog.at_level(logging.DEBUG):
+        result = stitch.poll(stitch.poller())
+    assert result.logs_fetched == 0
+    assert "resolves to no public address" in caplog.text and "stitch extraction log refused" in caplog.text
+    [event] = events(stitch.engine)  # as good as an expired log: the description stands
+    assert event.error == "Tap failed with code 1" and event.code is None
+    assert stitch.state.calls("/s3/") == []
+
+
 def test_an_expired_log_leaves_the_description(stitch: Env) -> None:
     failed_hubspot(stitch, tap_description="Tap failed with code 1")  # no log stored: S3 answers 404
     stitch.poll(stitch.poller())

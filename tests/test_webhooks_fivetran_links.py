@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from alerts.fivetran_links import FreshLinks, substitute
+from alerts.netguard import guarded_sync_transport
 from alerts.render import Rendered
 from tests import webhook_kit as kit
 from tests.helpers import SF, alerts, notifications, run_worker_once
@@ -198,3 +199,21 @@ def test_digests_mint_their_own_links(make_client, make_settings, fake, tmp_path
     text = msg.get_body(("plain",)).get_content()
     assert f"auth={TOKEN}" in text and DASHBOARD not in text
     assert TOKEN not in json.dumps(note.payload) and DASHBOARD in json.dumps(note.payload)
+
+
+def test_a_rebound_api_name_is_never_connected_to(make_settings, engine, caplog) -> None:
+    """R3.6: api.fivetran.com answering with a private address (a poisoned resolver) mints nothing and
+    sends the key nowhere; the message keeps its stored link."""
+    settings = make_settings(fivetran={"api_key": API_KEY, "api_secret": API_SECRET, "timeout": "1s"})
+    asked: list[str] = []
+
+    def poisoned(host: str, port: int) -> list[str]:
+        asked.append(f"{host}:{port}")
+        return ["10.0.0.5", "169.254.169.254"]
+
+    links = FreshLinks(engine=engine, settings=settings, transport=guarded_sync_transport(resolve=poisoned))
+    with caplog.at_level(logging.WARNING, logger="alerts.fivetran"):
+        assert links.link_for("mystified_presiding") is None
+    assert asked == ["api.fivetran.com:443"]
+    [warning] = [r for r in caplog.records if r.name == "alerts.fivetran"]
+    assert warning.error == "NonPublicAddress"

@@ -47,9 +47,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from alerts.channels.base import DeliveryError, Outgoing
-from alerts.channels.netguard import NonPublicAddress, PublicOnlyResolver
 from alerts.config import SlackSettings
 from alerts.models import Kind, as_utc, utcnow
+from alerts.netguard import NonPublicAddress, PublicOnlyResolver
 
 log = logging.getLogger("alerts.channels.slack")
 

@@ -43,6 +43,7 @@ from alerts.catalog import Catalog
 from alerts.config import is_loopback_host
 from alerts.links import stitch_source_url
 from alerts.models import AuthErrorEvent, EventStatus
+from alerts.netguard import NonPublicAddress, guarded_transport
 from alerts.sources.vendor import AdapterError, guess_provider, ident, obj, parse_time, text
 
 __all__ = [
@@ -99,6 +100,11 @@ class NotFound(StitchError):
 
 class Unavailable(StitchError):
     pass
+
+
+class Refused(NotFound):
+    """The log's URL points where we never connect (not https, credentials in it, no public address):
+    as good as gone — the description is all there is."""
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> timedelta:
@@ -434,9 +440,12 @@ class StitchClient:
                      "User-Agent": "alerts-stitch-poller"},
             timeout=timeout,
             follow_redirects=False,
-            transport=transport,
+            transport=transport or guarded_transport(allow_loopback=allow_loopback),
         )
-        self._plain = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport)
+        # The log's URL comes from Stitch's redirect: any host. Only public addresses are connected to
+        # (loopback too where the base URL may be loopback: the tests' peer), R3.6.
+        self._plain = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+                                        transport=transport or guarded_transport(allow_loopback=allow_loopback))
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -505,9 +514,9 @@ class StitchClient:
             raise Unavailable(f"extraction log: unexpected answer {response.status_code}")
         url = httpx.URL(self.base_url).join(location)
         if url.scheme != "https" and not (self.allow_loopback and url.scheme == "http" and is_loopback_host(url.host)):
-            raise Unavailable("extraction log: the redirect is not https")
+            raise Refused("extraction log: the redirect is not https")
         if urlsplit(str(url)).username:
-            raise Unavailable("extraction log: the redirect carries credentials")
+            raise Refused("extraction log: the redirect carries credentials")
         chunks: list[bytes] = []
         size = 0
         try:
@@ -523,6 +532,8 @@ class StitchClient:
                         break
         except httpx.HTTPError as exc:
             raise Unavailable(f"extraction log: {type(exc).__name__}") from None
+        except NonPublicAddress as exc:
+            raise Refused(f"extraction log: {exc}") from None
         return b"".join(chunks)[:max_bytes].decode("utf-8", errors="replace")
 
 

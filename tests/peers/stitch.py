@@ -112,6 +112,7 @@ class StitchState:
         self.extractions: dict[int, dict[str, Any]] = {}  # source_id -> its last extraction
         self.sources: list[dict[str, Any]] = []
         self.logs: dict[str, str] = {}
+        self.log_origin: str | None = None  # where the redirect to a log points (default: this server)
         self.page_size = 100
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
@@ -195,8 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if not known:
                     self._send(404, {"error": {"type": "not_found", "message": "extraction job not found"}})
                     return
-                host = self.headers.get("Host", "127.0.0.1")
-                location = f"http://{host}/s3/{quote(job, safe='')}?x-amz-security-token=s3-temporary-credential"
+                origin = state.log_origin or f"http://{self.headers.get('Host', '127.0.0.1')}"
+                location = f"{origin}/s3/{quote(job, safe='')}?x-amz-security-token=s3-temporary-credential"
                 self._send(302, None, {"Location": location})
                 return
         self._send(404, {"error": {"type": "not_found", "message": "not found"}})
