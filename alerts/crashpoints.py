@@ -97,7 +97,7 @@ def during(name: str, *, writes: Path) -> Iterator[None]:
     done = threading.Event()
 
     def watch() -> None:
-        while not done.is_set():
+        while not done.wait(0.0002):
             if stat() != before:
                 print(f"crashpoint {name}: killed while {writes.name} is being written", file=sys.stderr, flush=True)
                 _die()
@@ -106,7 +106,7 @@ def during(name: str, *, writes: Path) -> Iterator[None]:
     watcher.start()
     try:
         yield
-    finally:
+    finally:  # returned or raised: the armed pass dies either way
         done.set()
-    print(f"crashpoint {name}: killed as it returned ({writes.name} unchanged)", file=sys.stderr, flush=True)
-    _die()
+        print(f"crashpoint {name}: killed as it returned ({writes.name} unchanged)", file=sys.stderr, flush=True)
+        _die()

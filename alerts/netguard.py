@@ -39,9 +39,18 @@ def is_public(address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped is not None or ip.sixtofour is not None):
-        return False
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None or ip.sixtofour is not None or ip.teredo is not None:
+            return False
+        if ip in _NAT64:  # 64:ff9b::/96 reaches the IPv4 address in its last 32 bits
+            return is_public(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+        if ip in _IPV4_COMPATIBLE:  # ::a.b.c.d, deprecated; never a destination
+            return False
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class PublicOnlyResolver(AbstractResolver):
@@ -105,7 +114,10 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         try:
-            found = await self._resolve(host, port)
+            async with asyncio.timeout(timeout):  # the name's lookup counts against the connect timeout
+                found = await self._resolve(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"{host}: name lookup timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(f"{host}: {exc}") from exc
         error: Exception | None = None

@@ -99,13 +99,16 @@ def insert_many(raw: Raw, rows: list[dict]) -> None:
                    conflict="ON CONFLICT (idempotency_key) DO NOTHING")
 
 
-def claim(engine: Engine, *, now: datetime | None, lease: timedelta, limit: int) -> list[Notification]:
+def claim(engine: Engine, *, now: datetime | None, lease: timedelta, limit: int,
+          db_now: Callable[[datetime], None] | None = None) -> list[Notification]:
     """Lease up to ``limit`` due rows to this worker and return them (one statement, R2.2).
 
     ``now=None``: the database's clock, read by the statement itself — on PostgreSQL ``now()``, so which
     rows are due and when their leases end never depend on this replica's clock (the service's worker
     claims so). SQLite is a file on this machine: its clock is the local one. A ``now`` given (tests,
-    a fake clock) is used as it is. The lease each row got is its ``lease_until`` (the claim's token)."""
+    a fake clock) is used as it is. The lease each row got is its ``lease_until`` (the claim's token).
+    ``db_now`` is told the database's ``now()`` of a claim that took rows (PostgreSQL, ``now=None``): the
+    caller's own times (backoff, deferrals) must agree with it."""
     t = Notification.__table__
     postgres = engine.dialect.name == "postgresql"
     if now is None and not postgres:
@@ -130,12 +133,15 @@ def claim(engine: Engine, *, now: datetime | None, lease: timedelta, limit: int)
         sa.update(t)
         .where(t.c.id.in_(due.scalar_subquery()))
         .values(lease_until=until, attempts=t.c.attempts + 1)
-        .returning(t.c.id)
+        .returning(t.c.id, sa.func.now() if now is None else sa.null())
     )
     with session_scope(engine) as session:
-        ids = [row[0] for row in session.execute(stmt)]
+        got = session.execute(stmt).all()
+        ids = [row[0] for row in got]
         if not ids:
             return []
+        if db_now is not None and now is None:
+            db_now(as_utc(got[0][1]))
         rows = list(session.exec(select(Notification).where(Notification.id.in_(ids))).all())
     rows.sort(key=lambda r: (as_utc(r.next_attempt_at), r.id))
     crashpoints.hit("after_claim_commit")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from alerts.storage import Alert, DatabaseClock, Notification, session_scope
 log = logging.getLogger("alerts.worker")
 
 Clock = Callable[[], datetime]
+CLOCK_TOLERANCE = 2.0  # seconds between this replica's idea of the database's clock and a claim's now()
 # What several integrations failing together with one code most likely means (issue: one cause, many alerts).
 LIKELY_CAUSE = {
     "invalid_grant": "the app was likely de-authorized or the user's password changed",
@@ -140,18 +142,30 @@ class Worker:
         """Claim and deliver due outbox rows until none is left; return how many were handled."""
         handled = 0
         while True:
+            claimed_at = time.monotonic()
             rows = await asyncio.to_thread(
                 # the service's clock is the database's: the claim reads it in SQL (R2.2)
                 outbox.claim, self.engine, now=None if isinstance(self.clock, DatabaseClock) else self.clock(),
-                lease=self.settings.outbox.lease,
-                limit=self.settings.outbox.batch,
+                lease=self.settings.outbox.lease, limit=self.settings.outbox.batch, db_now=self._check_clock,
             )
             if not rows:
                 return handled
             if "slack" in self.channels:
                 rows = await asyncio.to_thread(self.merge_backlogs, rows)
-            await asyncio.gather(*(self.deliver(row) for row in rows))
+            await asyncio.gather(*(self.deliver(row, claimed_at=claimed_at) for row in rows))
             handled += len(rows)
+
+    def _check_clock(self, db_now: datetime) -> None:
+        """A claim saw the database's clock: if ours is off from it (a step since the last measurement),
+        measure again now — backoff and deferral times written from a clock off by minutes would make
+        rows due at once by the database's clock, and be claimed again in a loop."""
+        clock = self.clock
+        if isinstance(clock, DatabaseClock):
+            off = (clock() - db_now).total_seconds()
+            if abs(off) > CLOCK_TOLERANCE:
+                log.warning("this replica's clock is off from the database's; measuring again",
+                            extra={"off_seconds": round(off, 3)})
+                clock.sync()
 
     def merge_backlogs(self, rows: list[Notification]) -> list[Notification]:
         """Slack posts for a channel beyond what its bucket holds, with more waiting behind them than
@@ -178,7 +192,10 @@ class Worker:
         data = summary_data(items, catalog=self.catalog, dashboard_url=self.settings.server.base_url())
         return self.renderer.summary(data).to_json()
 
-    async def deliver(self, row: Notification) -> None:
+    async def deliver(self, row: Notification, *, claimed_at: float | None = None) -> None:
+        """Prepare, pace and send one claimed row, and record the outcome. ``claimed_at`` (monotonic)
+        starts the send's budget: everything from the claim on must end within half the lease."""
+        claimed_at = time.monotonic() if claimed_at is None else claimed_at
         channel = self.channels.get(row.channel)
         if channel is None:
             await self._fail(row, DeliveryError(f"channel {row.channel!r} is not configured", retryable=False))
@@ -206,15 +223,19 @@ class Worker:
                                         until=self.clock() + timedelta(seconds=wait), claimed=row.lease_until)
                 asyncio.get_running_loop().call_later(wait, self.wake.set)  # back when the bucket has a token
                 return
-        # A send, with every retry a channel makes inside it, ends at half the lease: past the lease
-        # another worker would claim the row and send it again (R2.2).
-        budget = self.settings.outbox.lease.total_seconds() / 2
+        # A send, with every retry a channel makes inside it, ends at half the lease after the claim:
+        # past the lease another worker would claim the row and send it again (R2.2). Preparing (a
+        # Connect Card link is minted then) and pacing count against it.
+        budget = self.settings.outbox.lease.total_seconds() / 2 - (time.monotonic() - claimed_at)
+        if budget <= 0:  # nothing left to send in safely: an attempt that failed, retried after a backoff
+            await self._fail(row, DeliveryError("preparing the message took half the outbox lease", retryable=True))
+            return
         try:
             try:
                 async with asyncio.timeout(budget):
                     ref = await channel.send(message)
             except TimeoutError:
-                raise DeliveryError(f"send took longer than {budget:g} s (half the outbox lease)",
+                raise DeliveryError(f"send took longer than {budget:.3g} s (half the outbox lease after the claim)",
                                     retryable=True) from None
         except PartialDelivery as exc:  # some email recipients took it: one row per outcome
             dead_ids = await asyncio.to_thread(

@@ -38,6 +38,8 @@ def peer(clock: Clock) -> Iterator[SlackPeer]:
     ("169.254.169.254", False), ("fe80::1%eth0", False), ("100.64.0.1", False), ("100.127.255.254", False),
     ("224.0.0.251", False), ("ff02::1", False), ("240.0.0.1", False), ("255.255.255.255", False),
     ("::ffff:127.0.0.1", False), ("::ffff:8.8.8.8", False), ("2002:7f00:1::1", False), ("not an ip", False),
+    ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::7f00:1", False), ("64:ff9b::808:808", True),  # NAT64
+    ("::7f00:1", False), ("::808:808", False),  # IPv4-compatible
 ])
 def test_only_globally_routable_unicast_addresses_are_public(address: str, public: bool) -> None:
     assert is_public(address) is public

@@ -303,3 +303,33 @@ def test_the_worker_claims_on_the_database_clock_even_when_its_own_is_off(pg_url
     with session_scope(eng) as s:
         [row] = s.exec(select(Notification)).all()
         assert (row.status, row.attempts) == ("sent", 1)  # by its own clock nothing was due for an hour
+
+
+def test_a_worker_that_finds_its_clock_off_measures_again_instead_of_retrying_in_a_loop(
+        pg_url, make_settings, make_client) -> None:
+    """Backoff times come from the replica's clock: one an hour slow would write them an hour in the past by
+    the database's clock, and the row would be claimed again at once until its attempts ran out. The
+    claim's now() shows the clock is off; it is measured again before the failure is recorded."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: every send fails, retryably
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    settings = make_settings(database={"url": pg_url},
+                             email={"host": "127.0.0.1", "port": closed, "starttls": False, "timeout": "1s"})
+    client = make_client(settings)
+    eng = client.app.state.engine
+    db_now = _db_now(eng)
+    with session_scope(eng) as s:
+        outbox.enqueue(s, alert_id=None, kind="digest", seq=0, targets=[Target("r", "email", {"to": ["a@example.com"]})],
+                       due=db_now, now=db_now,
+                       payload={"kind": "digest", "slack": {}, "subject": "s", "text": "t", "html": "h"})
+    worker = client.app.state.worker
+    slow = storage.DatabaseClock(eng, local=lambda: utcnow() - timedelta(hours=1))  # never synced
+    worker.clock = slow
+    asyncio.run(worker.deliver_due())
+    assert abs(slow.offset - timedelta(hours=1)) < timedelta(seconds=5)  # measured again
+    with session_scope(eng) as s:
+        [row] = s.exec(select(Notification)).all()
+        assert (row.status, row.attempts) == ("failed", 1)  # one attempt, not max_attempts in a loop
+        assert storage.as_utc(row.next_attempt_at) > _db_now(eng)  # due after a backoff, by the database's clock

@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from alerts import storage
 from alerts.catalog import Catalog
 from alerts.config import ConfigError, Settings
+from alerts.netguard import guarded_transport
 from alerts.sources.stitch import (
+    StitchClient,
+    Unavailable,
     parse_extraction,
     parse_retry_after,
     parse_source,
@@ -242,6 +246,10 @@ def test_a_short_description_sends_us_to_the_extraction_log(stitch: Env) -> None
     assert len(stitch.state.calls("/s3/")) == 1  # read once
 
 
+def refusals(caplog) -> list[str]:
+    return [r.error for r in caplog.records if r.getMessage() == "stitch extraction log refused"]
+
+
 @pytest.mark.parametrize("origin", ["https://10.0.0.7", "https://169.254.169.254", "https://[::ffff:127.0.0.1]"])
 def test_a_redirect_to_a_private_address_is_never_followed(stitch: Env, origin: str, caplog) -> None:
     """R3.6: the log's URL comes from Stitch; an https redirect to a private, metadata or mapped address
@@ -249,13 +257,35 @@ def test_a_redirect_to_a_private_address_is_never_followed(stitch: Env, origin: 
     job = failed_hubspot(stitch, tap_description="Tap failed with code 1")["job_name"]
     stitch.state.logs[job] = (DATA / "extraction.log").read_text()
     stitch.state.log_origin = origin
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.WARNING):
         result = stitch.poll(stitch.poller())
     assert result.logs_fetched == 0
-    assert "resolves to no public address" in caplog.text and "stitch extraction log refused" in caplog.text
+    [refused] = refusals(caplog)
+    assert "resolves to no public address" in refused
     [event] = events(stitch.engine)  # as good as an expired log: the description stands
     assert event.error == "Tap failed with code 1" and event.code is None
     assert stitch.state.calls("/s3/") == []
+
+
+def test_a_redirect_with_credentials_is_refused_even_an_empty_user_name(stitch: Env, caplog) -> None:
+    job = failed_hubspot(stitch, tap_description="Tap failed with code 1")["job_name"]
+    stitch.state.logs[job] = (DATA / "extraction.log").read_text()
+    stitch.state.log_origin = f"http://:pw@{urlsplit(stitch.url).netloc}"  # the peer itself, over loopback
+    with caplog.at_level(logging.WARNING):
+        assert stitch.poll(stitch.poller()).logs_fetched == 0
+    assert refusals(caplog) == ["extraction log: the redirect carries credentials"]
+    assert stitch.state.calls("/s3/") == []
+
+
+def test_an_api_name_without_a_public_address_is_an_outage_not_a_crash(stitch: Env) -> None:
+    async def private(host: str, port: int) -> list[str]:
+        return ["10.1.2.3"]
+
+    client = StitchClient(base_url="https://api.stitchdata.com", token=TOKEN, client_id=CLIENT_ID, timeout=2,
+                          transport=guarded_transport(resolve=private))
+    with pytest.raises(Unavailable, match=r"api\.stitchdata\.com resolves to no public address \(10\.1\.2\.3\)"):
+        stitch.loop.run_until_complete(client.list_extractions())
+    stitch.loop.run_until_complete(client.aclose())
 
 
 def test_an_expired_log_leaves_the_description(stitch: Env) -> None:

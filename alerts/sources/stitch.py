@@ -461,6 +461,8 @@ class StitchClient:
             response = await self._api.get(path)
         except httpx.HTTPError as exc:
             raise Unavailable(f"Stitch Connect API: {type(exc).__name__}") from None
+        except NonPublicAddress as exc:  # the API's name resolved where we never connect (R3.6)
+            raise Unavailable(f"Stitch Connect API: {exc}") from None
         self._check(response)
         return response
 
@@ -515,7 +517,7 @@ class StitchClient:
         url = httpx.URL(self.base_url).join(location)
         if url.scheme != "https" and not (self.allow_loopback and url.scheme == "http" and is_loopback_host(url.host)):
             raise Refused("extraction log: the redirect is not https")
-        if urlsplit(str(url)).username:
+        if url.userinfo or urlsplit(str(url)).username is not None:  # httpx's own parser, and ours
             raise Refused("extraction log: the redirect carries credentials")
         chunks: list[bytes] = []
         size = 0

@@ -154,7 +154,8 @@ class Harness:
 
     def seed_digest_baseline(self) -> None:
         # The digest was first seen two minutes ago and nothing was claimed since: the current minute's
-        # period is due at once.
+        # period is due at once. (A write, so this connection folds the WAL in as it closes: of all the
+        # restarts, only the one before mid_digest_claim starts without a WAL to recover.)
         con = sqlite3.connect(self.tmp / "alerts.db")
         con.execute("delete from digest_run")
         con.execute("insert into digest_run (name, period_start, manual, status, created_at) values "
@@ -227,7 +228,9 @@ def resent_after_marked(h: Harness) -> dict[str, list[int]]:
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(db)
+    # Read-only: the last connection to close checkpoints the WAL into the database and deletes it, and
+    # between a crash and the restart ours is the last one; the service must recover the WAL itself.
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return con.execute(sql).fetchall()
     finally:

@@ -88,8 +88,11 @@ def test_three_replicas_survive_kills_and_terminated_backends(tmp_path) -> None:
         def snapshot() -> None:
             """The keys marked sent now, and where the peers' records stand: none may arrive again later."""
             time.sleep(0.3)  # bytes a killed replica sent may still be being read
-            # marks first: a row is marked only once its message arrived, so it arrived before ``counts``
-            sent = q("select channel, idempotency_key, external_ref from notification where status = 'sent'")
+            # marks first: a row is marked only once its message arrived, so it arrived before ``counts``.
+            # Only rows claimed once: a row whose lease ran out while it was being sent may be in flight at
+            # another replica (R2.3 allows that repeat); a row marked sent cannot be claimed again.
+            sent = q("select channel, idempotency_key, external_ref from notification where status = 'sent' "
+                     "and attempts = 1")
             counts = (len(slack.messages), len(smtp.messages))
             marked.append(({f"slack:{k}" if ch == "slack" else f"email:{ref}" for ch, k, ref in sent}, counts))
 
