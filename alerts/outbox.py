@@ -140,9 +140,9 @@ def claim(engine: Engine, *, now: datetime | None, lease: timedelta, limit: int,
         ids = [row[0] for row in got]
         if not ids:
             return []
-        if db_now is not None and now is None:
-            db_now(as_utc(got[0][1]))
         rows = list(session.exec(select(Notification).where(Notification.id.in_(ids))).all())
+    if db_now is not None and now is None:  # once committed: the caller may query the database itself
+        db_now(as_utc(got[0][1]))
     rows.sort(key=lambda r: (as_utc(r.next_attempt_at), r.id))
     crashpoints.hit("after_claim_commit")
     return rows
