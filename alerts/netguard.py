@@ -63,8 +63,7 @@ class PublicOnlyResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         public = [r for r in found if is_public(r["host"])]
         if not public:
-            raise NonPublicAddress(f"{host} resolves to no public address ({', '.join(sorted({r['host'] for r in found}))}); "
-                                   "refusing to connect")
+            raise _refusal(host, {r["host"] for r in found})
         return public
 
     async def close(self) -> None:
@@ -90,11 +89,15 @@ def _allowed(address: str, allow_loopback: bool) -> bool:
         return False
 
 
+def _refusal(host: str, found: Iterable[str]) -> NonPublicAddress:
+    return NonPublicAddress(f"{host} resolves to no public address ({', '.join(sorted(set(found)))}); "
+                            "refusing to connect")
+
+
 def _checked(host: str, found: list[str], allow_loopback: bool) -> list[str]:
     allowed = [a for a in found if _allowed(a, allow_loopback)]
     if not allowed:
-        raise NonPublicAddress(f"{host} resolves to no public address ({', '.join(sorted(found))}); "
-                               "refusing to connect")
+        raise _refusal(host, found)
     return allowed
 
 
