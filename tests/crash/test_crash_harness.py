@@ -154,14 +154,23 @@ class Harness:
 
     def seed_digest_baseline(self) -> None:
         # The digest was first seen two minutes ago and nothing was claimed since: the current minute's
-        # period is due at once. (A write, so this connection folds the WAL in as it closes: of all the
-        # restarts, only the one before mid_digest_claim starts without a WAL to recover.)
-        con = sqlite3.connect(self.tmp / "alerts.db")
-        con.execute("delete from digest_run")
-        con.execute("insert into digest_run (name, period_start, manual, status, created_at) values "
-                    "('minutely', datetime('now', '-2 minutes'), 0, 'baseline', datetime('now'))")
-        con.commit()
-        con.close()
+        # period is due at once. The write goes into the WAL the crash left, which must stay for the next
+        # start to recover: the last connection to close folds the WAL in, unless it is read-only, so a
+        # read-only one stays open until the writer has closed.
+        db = self.tmp / "alerts.db"
+        holder = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            holder.execute("select count(*) from digest_run").fetchall()  # opens the WAL: now a reader of it
+            con = sqlite3.connect(db)
+            con.execute("delete from digest_run")
+            con.execute("insert into digest_run (name, period_start, manual, status, created_at) values "
+                        "('minutely', datetime('now', '-2 minutes'), 0, 'baseline', datetime('now'))")
+            con.commit()
+            con.close()
+        finally:
+            holder.close()
+        wal = db.with_name(db.name + "-wal")
+        assert wal.exists() and wal.stat().st_size > 0, "the seed folded the WAL in: the restart has nothing to recover"
 
     def stop(self) -> None:
         if self.server is not None:
