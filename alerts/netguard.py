@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -77,6 +78,34 @@ async def _addresses(host: str, port: int) -> list[str]:
 
 def _addresses_sync(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def _lookup_within(resolve: Callable[[str, int], list[str]], host: str, port: int, timeout: float | None) -> list[str]:
+    """``resolve(host, port)``, given up on after ``timeout`` seconds (``TimeoutError``).
+
+    ``getaddrinfo`` cannot be interrupted and its own patience is the resolver's (``resolv.conf``:
+    5 s per try and server, several tries), so the lookup runs on a daemon thread of its own that is
+    left to finish alone when it is too slow; the caller, a delivery or a webhook's thread, moves on."""
+    if timeout is None:
+        return resolve(host, port)
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, resolve(host, port)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"lookup {host}", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(host)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _allowed(address: str, allow_loopback: bool) -> bool:
@@ -153,7 +182,9 @@ class PublicOnlySyncBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         try:
-            found = self._resolve(host, port)
+            found = _lookup_within(self._resolve, host, port, timeout)  # the lookup counts against the timeout
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"{host}: name lookup timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(f"{host}: {exc}") from exc
         error: Exception | None = None

@@ -145,3 +145,43 @@ def test_the_blocking_httpx_guard_is_the_same_guard(peer: SlackPeer) -> None:
     r = get(f"http://logs.example:{peer.port}/api/api.test", allow_loopback=True,
             resolve=lambda host, port: ["192.168.0.9", "127.0.0.1"])
     assert r.status_code == 200 and peer.requests[-1].headers.get("Host") == f"logs.example:{peer.port}"
+
+
+def test_a_name_lookup_that_does_not_answer_is_a_connect_timeout(peer: SlackPeer) -> None:
+    """The lookup counts against the connect timeout, on both httpx stacks; nothing is connected to."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def stuck(host: str, port: int) -> list[str]:
+        release.wait(30)
+        return ["127.0.0.1"]
+
+    async def stuck_async(host: str, port: int) -> list[str]:
+        await asyncio.sleep(30)
+        return ["127.0.0.1"]
+
+    async def get_async() -> httpx.Response:
+        async with httpx.AsyncClient(transport=guarded_transport(allow_loopback=True, resolve=stuck_async),
+                                     timeout=0.3) as client:
+            return await client.get(f"http://logs.example:{peer.port}/api/api.test")
+
+    try:
+        for attempt in ("blocking", "async"):
+            start = time.monotonic()
+            with pytest.raises(httpx.ConnectTimeout, match="logs.example: name lookup timed out"):
+                if attempt == "blocking":
+                    with httpx.Client(transport=guarded_sync_transport(allow_loopback=True, resolve=stuck),
+                                      timeout=0.3) as client:
+                        client.get(f"http://logs.example:{peer.port}/api/api.test")
+                else:
+                    asyncio.run(get_async())
+            assert time.monotonic() - start < 5, attempt
+    finally:
+        release.set()
+    assert peer.requests == []
+    # an answer within the timeout connects as before
+    with httpx.Client(transport=guarded_sync_transport(allow_loopback=True, resolve=lambda h, p: ["127.0.0.1"]),
+                      timeout=2) as client:
+        assert client.get(f"http://logs.example:{peer.port}/api/api.test").status_code == 200

@@ -217,3 +217,28 @@ def test_a_rebound_api_name_is_never_connected_to(make_settings, engine, caplog)
     assert asked == ["api.fivetran.com:443"]
     [warning] = [r for r in caplog.records if r.name == "alerts.fivetran"]
     assert warning.error == "NonPublicAddress"
+
+
+def test_a_hanging_name_lookup_is_given_up_on_within_the_timeout(make_settings, engine, caplog) -> None:
+    """A resolver that does not answer (getaddrinfo waits out resolv.conf's tries) holds the message up
+    for the configured timeout, not the resolver's: no link is minted and the stored one is kept."""
+    import threading
+    import time
+
+    settings = make_settings(fivetran={"api_key": API_KEY, "api_secret": API_SECRET, "timeout": "1s"})
+    release = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        release.wait(30)
+        return ["8.8.8.8"]
+
+    links = FreshLinks(engine=engine, settings=settings, transport=guarded_sync_transport(resolve=hanging))
+    start = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="alerts.fivetran"):
+            assert links.link_for("mystified_presiding") is None
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
+    [warning] = [r for r in caplog.records if r.name == "alerts.fivetran"]
+    assert warning.error == "ConnectTimeout"
