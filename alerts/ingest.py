@@ -35,7 +35,7 @@ from alerts.models import (
     Severity,
     as_utc,
 )
-from alerts.redact import MAX_TEXT, clean, redact_value, sanitize
+from alerts.redact import MAX_TEXT, clean, clean_field, clean_labels, redact, sanitize
 from alerts.routing import Target, facts_of, targets_for
 from alerts.storage import Alert, Event, Notification, Token, UTCDateTime, session_scope
 
@@ -79,15 +79,17 @@ def policy_of(settings: Settings) -> Policy:
 def normalise(event: AuthErrorEvent, settings: Settings, catalog: Catalog) -> AuthErrorEvent:
     """Sanitise free text (R3.3), fill gaps from the integration registry, canonicalise the provider."""
     reg = settings.integration(event.integration_id)
-    event.integration_id = sanitize(event.integration_id, limit=200) or event.integration_id
-    event.integration_name = sanitize(event.integration_name or (reg.name if reg else None), limit=200)
+    # Names and ids are free text too: a secret in them is redacted like one in an error (R4.1).
+    event.integration_id = clean_field(event.integration_id, 200) or event.integration_id
+    event.integration_name = clean_field(event.integration_name or (reg.name if reg else None), 200)
     provider = catalog.canonical_provider(event.provider or (reg.provider if reg else None))
-    event.provider = sanitize(provider, limit=100) if provider else None  # fits the column on every database
+    event.provider = clean_field(provider, 100) if provider else None  # fits the column on every database
     event.auth_method = event.auth_method or (reg.auth_method if reg else None)
-    event.account_id = sanitize(event.account_id or (reg.account_id if reg else None), limit=200)
+    event.account_id = clean_field(event.account_id or (reg.account_id if reg else None), 200)
     event.error = sanitize(event.error, limit=MAX_TEXT)  # cut to 4096 only once redacted (clean)
     event.labels = {**(reg.labels if reg else {}), **(event.labels or {})}
     return event
+
 
 
 def classify(event: AuthErrorEvent, catalog: Catalog):  # -> Classification | None
@@ -137,6 +139,8 @@ def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now:
     A broken integration fails the same way on every run, so the outcome is memoised by the event's
     fields (events with labels of their own, or with errors longer than is stored, are worked out
     each time: labels are part of the key space of the fingerprint and rarely repeat)."""
+    if event.authorized_by:  # not part of the memo's key: cleaned on its own (cached)
+        event.authorized_by = clean_field(event.authorized_by, 320)
     memo = None if event.labels or len(event.error or "") > 4096 else _memo_of(settings, catalog)
     if memo is not None:
         key = (event.integration_id, event.status, event.integration_name, event.provider, event.auth_method,
@@ -146,7 +150,7 @@ def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now:
             (event.integration_id, event.integration_name, event.provider, event.auth_method, event.account_id,
              event.error, labels, entry, fp, error) = hit
             event.labels = dict(labels)
-            occurred = as_utc(event.occurred_at) if event.occurred_at else now
+            occurred = _occurred(event, now)
             return Prepared(event, entry, occurred, error, fp, body_sha256)
     event = normalise(event, settings, catalog)
     entry = None
@@ -169,8 +173,18 @@ def prepare(event: AuthErrorEvent, *, settings: Settings, catalog: Catalog, now:
             memo.clear()
         memo[key] = (event.integration_id, event.integration_name, event.provider, event.auth_method,
                      event.account_id, event.error, dict(event.labels), entry, fp, error)
-    occurred = as_utc(event.occurred_at) if event.occurred_at else now
-    return Prepared(event, entry, occurred, error, fp, body_sha256)
+    return Prepared(event, entry, _occurred(event, now), error, fp, body_sha256)
+
+
+def _occurred(event: AuthErrorEvent, now: datetime) -> datetime:
+    """When the event happened: its ``occurred_at``, but never later than now (its arrival). A sender
+    whose clock runs ahead, or a typo of a year, must not date an alert or a resolution in the future:
+    a resolution dated 9999 would make every later failure of the integration look older than it, so
+    nothing would ever alert again."""
+    if not event.occurred_at:
+        return now
+    occurred = as_utc(event.occurred_at)
+    return occurred if occurred <= now else now
 
 
 _MEMO_SIZE = 50_000
@@ -613,8 +627,8 @@ class Batch:
             candidates=(event.reauthorize_url, reg.reauthorize_url if reg else None),
         )
         for bad in rejected:
-            log.warning("reauthorize link dropped: not https or host not in [links] allowed_hosts",
-                        extra={"integration_id": event.integration_id, "url": bad[:200]})
+            log.warning("reauthorize link dropped: not https, host not in [links] allowed_hosts, or carries a "
+                        "credential", extra={"integration_id": event.integration_id, "url": redact(bad)[:200]})
         data = dict(_ALERT_DEFAULTS)
         data.update(
             id=None,
@@ -624,7 +638,7 @@ class Batch:
             provider=event.provider,
             auth_method=event.auth_method,
             account_id=event.account_id,
-            authorized_by=sanitize(event.authorized_by, limit=320),
+            authorized_by=event.authorized_by,  # cleaned by prepare
             code=entry.code,
             severity=str(entry.severity),
             state=AlertState.firing.value,
@@ -632,7 +646,7 @@ class Batch:
             first_seen=p.occurred,
             last_seen=p.occurred,
             last_error=p.error,
-            labels=redact_value(dict(event.labels)),
+            labels=clean_labels(event.labels),
             reauthorize_url=url,
             silenced=False,
             notify_seq=0,
@@ -757,7 +771,7 @@ def acknowledge_alert(session: Session, alert: Alert, *, now: datetime, by: str)
         return False
     alert.state = AlertState.acknowledged
     alert.acknowledged_at = now
-    alert.acknowledged_by = sanitize(by, limit=200)
+    alert.acknowledged_by = clean_field(by, 200)
     session.add(alert)
     return True
 

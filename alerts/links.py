@@ -3,6 +3,8 @@
 Only ``https`` URLs on port 443 whose host (a name, not an IP address) is allowed are ever put in a
 message; anything else — ``http`` to localhost included — is dropped (and logged by the caller) and
 the template is used instead. Templates pass the same checks when the configuration is loaded.
+An event's link that carries a credential (``?access_token=…``, ``client_secret=…``: whatever
+:func:`alerts.redact.redact` would hide) is dropped too: it would be stored and posted to a channel.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit
 
 from alerts.config import LinkSettings, link_problem
+from alerts.redact import redact
 
 # Stitch's web app: an integration's page, where its "Re-authorize" button lives. The client id is the
 # account id; the older UI addressed the same page as /client/{id}/pipeline/connections/{source_id}/summary.
@@ -70,7 +73,7 @@ def reauthorize_url(
     for url in candidates:
         if not url:
             continue
-        if is_safe_url(url, hosts):
+        if is_safe_url(url, hosts) and redact(url) == url:
             return url, rejected
         rejected.append(url)
     default = PROVIDER_DEFAULTS.get(provider or "")

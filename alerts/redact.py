@@ -6,6 +6,7 @@ Every pattern is linear (no nested quantifiers) and ``redact(redact(x)) == redac
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any
@@ -18,7 +19,7 @@ MAX_TEXT = 16 * 1024
 
 _KEYS = (
     r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|password|passwd|pwd"
-    r"|secret|token|signature|private_key|auth_token|session_token"
+    r"|secret|token|signature|private_key|auth_token|session_token|access_key|secret_key|session[_-]?id"
 )
 # ``code`` and ``sig`` also name harmless things ("error code=190", "code": "invalid_grant"): only long
 # values that are not a plain identifier (an OAuth code has digits or slashes) are redacted.
@@ -47,6 +48,8 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
     # Authorization headers, also as a JSON or dict entry ("Authorization": "Basic …")
     (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*(?:[\"']\s*)?(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"),
      r"\1" + MARK),
+    # Cookie headers: every value of them (session cookies are credentials)
+    (re.compile(r"(?i)\b((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'][^\n\"']*"), r"\1" + MARK),
     # bare "Bearer xyz"
     (re.compile(r"(?i)\b(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MARK),
     # DSN passwords: scheme://user:pass@host (the user may be empty), split at the last @ before the host.
@@ -60,6 +63,12 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
         re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\2\s*:\s*([\"']))(?!\[REDACTED\])"
                    r"(?:(?!\3)[^\\\n]|\\.)+(\3)"),
         r"\1" + MARK + r"\4",
+    ),
+    # the same JSON quoted inside a string (a log line or another JSON value): \"key\": \"value\"
+    (
+        re.compile(r"(?i)(\\([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\\\2\s*:\s*\\\2)(?!\[REDACTED\])"
+                   r"(?:(?!\\\2)[^\n])+(\\\2)"),
+        r"\1" + MARK + r"\3",
     ),
     # JSON "key": 12345678
     (re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\2\s*:\s*)-?[0-9][0-9.eE+-]*"), r"\1" + MARK),
@@ -162,3 +171,15 @@ def clean(text: str | None, *, limit: int = 4096, keep_newlines: bool = False) -
         return cleaned
     redacted = redact(cleaned)
     return redacted if len(redacted) <= limit else redacted[: max(0, limit - len(TRUNCATED))] + TRUNCATED
+
+
+@functools.lru_cache(maxsize=4096)
+def clean_field(text: str | None, limit: int) -> str | None:
+    """A short free-text field (a name, an id, an author) as :func:`clean` makes it; cached, as the same
+    names come back with every event of an integration."""
+    return clean(text, limit=limit) if text else text
+
+
+def clean_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Labels as stored and shown: keys and values sanitised and redacted."""
+    return {clean_field(k, 100) or k: clean_field(v, 1000) or "" for k, v in labels.items()}

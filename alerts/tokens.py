@@ -27,7 +27,7 @@ from alerts.config import Settings
 from alerts.durations import humanize, parse_duration
 from alerts.links import reauthorize_url
 from alerts.models import AlertState, Kind, as_utc
-from alerts.redact import sanitize
+from alerts.redact import clean_field, redact
 from alerts.storage import Alert, Token, session_scope
 
 CODE = "token_expiring"
@@ -92,7 +92,7 @@ def fingerprint(integration_id: str) -> str:
 
 def upsert(session: Session, *, data: dict[str, Any], settings: Settings, catalog: Catalog, now: datetime) -> Token:
     """Record token metadata; a newer ``issued_at`` means reauthorized: warnings reset, the alert resolves."""
-    iid = data["integration_id"]
+    iid = clean_field(data["integration_id"], 200) or data["integration_id"]  # as ingest stores alert ids
     token = session.exec(select(Token).where(Token.integration_id == iid)).first()
     reauthorized = False
     if token is None:
@@ -102,10 +102,12 @@ def upsert(session: Session, *, data: dict[str, Any], settings: Settings, catalo
     for key in ("integration_name", "provider", "issued_at", "expires_at", "last_used_at", "reauthorize_url"):
         if data.get(key) is not None:
             setattr(token, key, data[key])
+    if token.reauthorize_url:  # a link carrying a credential is kept redacted (and so never used: links)
+        token.reauthorize_url = redact(token.reauthorize_url)
     if data.get("scopes") is not None:
         token.scopes = list(data["scopes"])
     token.provider = catalog.canonical_provider(token.provider)
-    token.integration_name = sanitize(token.integration_name, limit=200)
+    token.integration_name = clean_field(token.integration_name, 200)
     token.updated_at = now
     if reauthorized or data.get("expires_at") is not None:
         token.warned = []

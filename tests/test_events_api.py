@@ -80,6 +80,62 @@ def test_secrets_are_redacted_before_storage(client) -> None:
     assert alert.code == "access_token_expired"  # classified before redaction removed anything
 
 
+
+# Canaries in every free-text field an event has; none may be stored or sent as given (R4.1).
+CANARIES = {
+    "integration_id": "sf-prod password=CanaryPassId1",
+    "integration_name": "Salesforce client_secret=CanarySecretName2",
+    "account_id": "acct api_key=sk_live_CanaryStripeAcct3",
+    "authorized_by": "ops Bearer CanaryBearerWho4",
+    "error": "invalid_grant: Token has been expired or revoked. refresh_token=1//CanaryRefreshErr5abcdefghij",
+    "labels": {"team": "data token=CanaryLabelValue6", "password=CanaryLabelKey7": "x"},
+    "reauthorize_url": "https://app.stitchdata.com/client/1/x?access_token=CanaryLinkToken8",
+}
+
+
+def test_secrets_in_every_free_text_field_stay_out_of_the_database_and_the_messages(client, tmp_path, clock) -> None:
+    engine = client.app.state.engine
+    assert post(client, {**CANARIES, "provider": "google"}).status_code == 202
+    r = client.post("/v1/silences", json={"integration": "nothing-*", "duration": "1h",
+                                           "author": "eve password=CanaryAuthor9", "comment": "secret: CanaryComment10"})
+    assert r.status_code == 201, r.text
+    clock.advance(minutes=2)  # past the correlation window an authorized_by opens
+    assert run_worker_once(client.app) == 1
+    [alert] = alerts(engine)
+    assert alert.integration_id == "sf-prod password=[REDACTED]"
+    assert alert.integration_name == "Salesforce client_secret=[REDACTED]"
+    assert alert.labels == {"team": "data token=[REDACTED]", "password=[REDACTED]": "x"}
+    assert alert.reauthorize_url is None  # a link carrying a token is dropped, not stored or posted
+    engine.dispose()  # the WAL is read below as it is: nothing is folded in or hidden
+    db = tmp_path / "alerts.db"
+    stored = b"".join(p.read_bytes() for p in (db, db.with_name("alerts.db-wal")) if p.exists())
+    sent = b"".join(p.read_bytes() for p in (tmp_path / "outbox").iterdir())
+    assert b"sf-prod password=[REDACTED]" in sent  # the message names the integration, redacted
+    canaries = [f"Canary{name}".encode() for name in ("PassId1", "SecretName2", "StripeAcct3", "BearerWho4",
+                                                       "RefreshErr5", "LabelValue6", "LabelKey7", "LinkToken8",
+                                                       "Author9", "Comment10")]
+    assert [c for c in canaries if c in stored] == []
+    assert [c for c in canaries if c in sent] == []
+
+
+def test_an_occurrence_in_the_future_counts_as_now(client, clock) -> None:
+    """A sender's clock far ahead (or a typo of a year) must not date a resolution in the future:
+    the integration's next failure would look older than it and never alert again."""
+    engine = client.app.state.engine
+    assert post(client, SF).status_code == 202
+    r = post(client, {"integration_id": "sf-prod", "status": "succeeded", "occurred_at": "9999-01-01T00:00:00Z"})
+    assert r.status_code == 202
+    [resolved] = alerts(engine)
+    assert resolved.state == "resolved" and resolved.resolved_at.year == clock.now.year
+    clock.advance(minutes=5)
+    r = post(client, {**SF, "occurred_at": "2100-01-01T00:00:00Z"})
+    assert r.status_code == 202 and len(r.json()["alert_ids"]) == 1
+    reopened = alerts(engine)[-1]
+    assert reopened.id != resolved.id and reopened.state == "firing"
+    assert reopened.first_seen.year == clock.now.year
+    assert {e.occurred_at.year for e in events(engine)} == {clock.now.year}
+
+
 BAD = [
     pytest.param(b"{not json", "application/json", 400, "malformed JSON", id="malformed"),
     pytest.param(b'{"error": "invalid_grant"}', "application/json", 422, "integration_id", id="missing-id"),
@@ -101,6 +157,10 @@ BAD = [
     pytest.param(b"[]", "application/json", 422, "empty", id="empty-array"),
     pytest.param(b'{"integration_id": 1, "error": 99999999999999999999999}', "application/json", 400, "range",
                  id="huge-int"),
+    pytest.param(b'{"integration_id": "   ", "error": "e"}', "application/json", 422, "visible character",
+                 id="blank-id"),
+    pytest.param(b'{"integration_id": "\\u0000\\u001b", "error": "e"}', "application/json", 422, "visible character",
+                 id="control-id"),
 ]
 
 

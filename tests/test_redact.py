@@ -24,6 +24,14 @@ from alerts.redact import clean, redact, sanitize
         pytest.param("AKIAABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNOP", "AKIA", id="aws"),
         pytest.param("https://hooks.slack.com/services/T000/B000/XXXX", "T000/B000", "hooks.slack.com", id="webhook"),
         pytest.param("url?hapikey=abcdef123456", "abcdef123456", "hapikey=", id="hubspot-hapikey"),
+        pytest.param("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI",
+                     "aws_secret_access_key=", id="aws-secret-access-key"),
+        pytest.param("Cookie: session=SESSabcdefghijklmnop123; theme=dark", "SESSabcdefghij", "Cookie: ",
+                     id="cookie-header"),
+        pytest.param('"Set-Cookie": "sid=Zm9vYmFy0123456789; HttpOnly"', "Zm9vYmFy", '"Set-Cookie": "', id="set-cookie-json"),
+        pytest.param(r'body={\"client_secret\": \"s3cr3tESCAPED\", \"grant\": 1}', "s3cr3tESCAPED",
+                     r'\"client_secret\": \"[REDACTED]\", \"grant\": 1', id="escaped-json"),
+        pytest.param("sessionid=abc123def456", "abc123def456", "sessionid=", id="session-id"),
     ],
 )
 def test_redact_removes_secret_keeps_key(text: str, secret: str, kept: str) -> None:

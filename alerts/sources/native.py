@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from alerts.models import AuthErrorEvent, EventStatus
+from alerts.redact import sanitize
 
 EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 # Length limits here are generous; free text is sanitised and cut to size at ingest (R3.3), not rejected.
@@ -59,6 +60,13 @@ class NativeEvent(BaseModel):
     )
     reauthorize_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
     authorized_by: Annotated[str, StringConstraints(max_length=320)] | None = None
+
+    @field_validator("integration_id")
+    @classmethod
+    def _visible(cls, v: str) -> str:
+        if not (sanitize(v, limit=200) or "").strip():
+            raise ValueError("integration_id needs a visible character (it names the integration in every message)")
+        return v
 
     @field_validator("occurred_at")
     @classmethod
@@ -126,8 +134,8 @@ def _fast(item: dict[str, Any], source: str) -> AuthErrorEvent | None:
     iid = item.get("integration_id")
     given = item.get("status", "failed")
     status = _STATUS.get(given) if type(given) is str else None
-    if not iid or status is None:
-        return None
+    if not iid or status is None or not (iid.isprintable() and iid.strip()):
+        return None  # a blank or control-laden id: the model says what is wrong with it
     auth = item.get("auth_method")
     if auth is not None and (type(auth) is not str or auth not in _AUTH_METHODS):
         return None

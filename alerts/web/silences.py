@@ -13,7 +13,7 @@ from sqlmodel import select
 from alerts import ingest, silences
 from alerts.durations import parse_duration
 from alerts.models import as_utc
-from alerts.redact import sanitize
+from alerts.redact import clean_field
 from alerts.storage import Silence, session_scope
 from alerts.web.api import Admin, CatalogDep, EngineDep, NowDep, SettingsDep, read_json
 from alerts.web.problems import Problem
@@ -67,13 +67,13 @@ def create_silence(engine: Any, *, body: SilenceCreate, now: datetime, settings:
     if ends - starts > timedelta(days=366):
         raise Problem(422, "a silence lasts at most a year")
     row = Silence(
-        integration=sanitize(body.integration, limit=200) or "*",
+        integration=clean_field(body.integration, 200) or "*",  # matched against cleaned ids
         provider=catalog.canonical_provider(body.provider),
         code=body.code or None,
         starts_at=starts,
         ends_at=ends,
-        author=sanitize(body.author, limit=200) or "",
-        comment=sanitize(body.comment, limit=1000) or "",
+        author=clean_field(body.author, 200) or "",
+        comment=clean_field(body.comment, 1000) or "",
     )
     with session_scope(engine) as session:
         session.add(row)
