@@ -26,6 +26,7 @@ app.add_typer(db_app, name="db")
 silence_app = typer.Typer(help="Silence alerts you already know about.", no_args_is_help=True)
 app.add_typer(silence_app, name="silence")
 
+AUTH_METHODS = ("oauth2", "api_key", "basic")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -36,7 +37,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True)  # [[digests]] is text, not markup
     raise typer.Exit(code)
 
 
@@ -97,7 +98,8 @@ def _now():
 def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default: server.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (default: server.port).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Listen port (default: server.port; 0: any free "
+                                                                  "port).")] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes sharing the port and the database.")] = 1,
 ) -> None:
     """Run the API, webhooks, dashboard and delivery worker in one process (or --workers N)."""
@@ -142,6 +144,10 @@ def explain(
     config: ConfigOpt = None,
 ) -> None:
     """Classify an error message: is it an authentication failure, which one, and what to do."""
+    if auth_method not in (None, *AUTH_METHODS):
+        fail("--auth-method must be oauth2, api_key or basic")
+    if text is not None and input_file is not None:
+        fail("give the error TEXT or --input FILE, not both")
     settings = settings_from(config)
     catalog = catalog_from(settings)
     if input_file is not None:
@@ -197,6 +203,8 @@ def _explain_lines(catalog: Catalog, path: Path, *, default_provider: str | None
                 item = json.loads(line)
                 if not isinstance(item, dict) or not isinstance(item.get("text"), str):
                     raise ValueError("each line needs a string field 'text'")
+                if item.get("auth_method") not in (None, *AUTH_METHODS):
+                    raise ValueError("auth_method must be oauth2, api_key or basic")
             except ValueError as exc:
                 out.print(json.dumps({"line": n, "error": str(exc)}), markup=False)
                 continue
@@ -208,11 +216,11 @@ def _explain_lines(catalog: Catalog, path: Path, *, default_provider: str | None
 @app.command()
 def scan(
     paths: Annotated[list[str], typer.Argument(help="Log files to scan; - for stdin; .gz read transparently.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="text or json (default: the [[log_sources]] entry "
+    fmt: Annotated[str | None, typer.Option("--format", help="text or json (default: the [\\[log_sources]] entry "
                                                               "matching the path, else sniffed).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finding.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; ingest nothing.")] = False,
-    source: Annotated[str | None, typer.Option(help="Read every path with this [[log_sources]] entry's rules.")] = None,
+    source: Annotated[str | None, typer.Option(help="Read every path with this [\\[log_sources]] entry's rules.")] = None,
     integration: Annotated[str | None, typer.Option(help="Every finding belongs to this integration id.")] = None,
     provider: Annotated[str | None, typer.Option(help="Provider hint for these logs.")] = None,
     auth_method: Annotated[str | None, typer.Option("--auth-method", help="oauth2, api_key or basic.")] = None,
@@ -226,7 +234,7 @@ def scan(
 
     if fmt not in (None, "text", "json"):
         fail("--format must be text or json")
-    if auth_method not in (None, "oauth2", "api_key", "basic"):
+    if auth_method not in (None, *AUTH_METHODS):
         fail("--auth-method must be oauth2, api_key or basic")
     scan_cli.run(paths, fmt=fmt, as_json=as_json, dry_run=dry_run, source_name=source, integration=integration,
                  provider=provider, auth_method=auth_method, engine_name=engine, config=config,
@@ -235,7 +243,7 @@ def scan(
 
 @app.command("ingest-email")
 def ingest_email_cmd(
-    files: Annotated[list[Path], typer.Argument(help="Stitch notification emails: .eml files or mbox folders.")],
+    files: Annotated[list[Path], typer.Argument(help="Stitch notification emails: .eml files, mbox files, or folders of them (a Maildir too).")],
     as_json: JsonOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report; ingest nothing.")] = False,
     config: ConfigOpt = None,
@@ -367,7 +375,7 @@ def catalog(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
 
 @silence_app.command("add")
 def silence_add(
-    integration: Annotated[str, typer.Option(help="Integration id or glob, e.g. 'sf-*'.")] = "*",
+    integration: Annotated[str | None, typer.Option(help="Integration id or glob, e.g. 'sf-*' ('*': every one).")] = None,
     provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
     code: Annotated[str | None, typer.Option(help="Only this catalog code.")] = None,
     duration: Annotated[str, typer.Option("--for", help="How long, e.g. 2h, 24h, 7d.")] = "24h",
@@ -383,13 +391,19 @@ def silence_add(
 
     settings = settings_from(config)
     catalog = catalog_from(settings)
-    if integration == "*" and not provider and not code:
-        fail("give at least one of --integration, --provider, --code (use --integration '*' with another)")
+    if integration is None and not provider and not code:
+        fail("give at least one of --integration, --provider, --code (--integration '*' silences every integration)")
     try:
-        body = SilenceCreate(integration=integration, provider=provider, code=code, duration=duration,
+        body = SilenceCreate(integration=integration or "*", provider=provider, code=code, duration=duration,
                              comment=comment, author=author)
     except ValueError as exc:
         fail(str(exc).splitlines()[-1] if "duration" not in str(exc) else f"--for: invalid duration {duration!r}")
+    from datetime import timedelta
+
+    from alerts.durations import parse_duration
+
+    if parse_duration(duration) <= timedelta(0):
+        fail(f"--for must be longer than 0s (got {duration!r})")
     engine = engine_from(settings)
     try:
         row = create_silence(engine, body=body, now=_now(), settings=settings, catalog=catalog)
@@ -450,7 +464,7 @@ def silence_expire(silence_id: Annotated[int, typer.Argument(help="Silence id.")
 
 @app.command()
 def digest(
-    name: Annotated[str | None, typer.Option("--name", help="Which [[digests]] entry (default: the only one).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Which [\\[digests]] entry (default: the only one).")] = None,
     preview: Annotated[bool, typer.Option("--preview", help="Render to the terminal and an HTML file; send nothing.")] = False,
     send_now: Annotated[bool, typer.Option("--send-now", help="Send it now (the scheduled one still goes out).")] = False,
     owner: Annotated[str | None, typer.Option(help="Preview the per-owner digest of this address.")] = None,
@@ -519,7 +533,7 @@ def digest(
 
 @app.command("test-notify")
 def test_notify(
-    receiver: Annotated[str, typer.Argument(help="Receiver name from [[receivers]] (\"file\" when none).")],
+    receiver: Annotated[str, typer.Argument(help="Receiver name from [\\[receivers]] (\"file\" when none).")],
     config: ConfigOpt = None,
 ) -> None:
     """Send a sample alert through RECEIVER's real channels (Slack, email) and report each outcome."""

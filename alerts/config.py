@@ -256,6 +256,13 @@ class EmailSettings(Section):
     admin: EmailAddr | None = None
     ca_file: str | None = None  # extra CA bundle (PEM) to verify the SMTP server's certificate
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        if v and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> EmailSettings:
         if self.starttls and self.use_tls:
@@ -554,6 +561,13 @@ class OutboxSettings(Section):
 class TemplateSettings(Section):
     dir: str | None = None
 
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str | None) -> str | None:
+        if v and not Path(v).is_dir():
+            raise ValueError(f"no such directory: {v}")
+        return v
+
 
 class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -797,6 +811,17 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _check_environment() -> None:
+    """``ALERTS_<SECTION>__<KEY>`` must name a section: a misspelt one would be ignored without a word
+    (a misspelt key in a known section is refused by the section itself)."""
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith("ALERTS_") and "__" in upper:
+            section = upper.removeprefix("ALERTS_").split("__", 1)[0].lower()
+            if section not in Settings.model_fields:
+                raise ConfigError(f"config error: environment variable {name}: there is no [{section}] section")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read, merge and validate the configuration; raise :class:`ConfigError` naming the bad key."""
     file = find_config(path)
@@ -811,6 +836,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         except OSError as exc:
             raise ConfigError(f"config error: {file}: {exc.strerror}") from None
     data.update(overrides)
+    _check_environment()
     try:
         settings = Settings(**data)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""``alerts ingest-email FILE...``: Stitch notification emails (``.eml``, mbox) in, events out.
+"""``alerts ingest-email FILE...``: Stitch notification emails (``.eml``, mbox, folders of them) in, events out.
 
 Every file is read before anything is stored, so a missing or unreadable file stops the command
 with one line and stores nothing. The events of all files are then ingested in one transaction.
@@ -19,7 +19,7 @@ from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.ingest import ingest
 from alerts.models import AuthErrorEvent
-from alerts.sources.stitch_email import parse_notification, read_messages, to_event
+from alerts.sources.stitch_email import EmailFileError, parse_notification, read_messages, to_event
 
 
 @dataclass
@@ -50,10 +50,26 @@ class EmailIngest:
         }
 
 
+def email_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files to read: each path given, a directory as every file under it (a folder of ``.eml``
+    files, a Maildir's ``cur/`` and ``new/``), in name order, hidden ones left out."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            if not found:
+                raise EmailFileError(f"{path}: a folder with no files in it")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
 def read_files(paths: Sequence[str | Path], *, settings: Settings, catalog: Catalog) -> EmailIngest:
     """Parse every message of every file (raises :class:`~alerts.sources.stitch_email.EmailFileError`)."""
     out = EmailIngest()
-    for path in paths:
+    for path in email_files(paths):
         out.files += 1
         for msg, raw in read_messages(path):
             out.messages += 1

@@ -37,6 +37,28 @@ def test_explain_bulk_input_keeps_order(tmp_path) -> None:
     assert codes == ["invalid_grant", None, "invalid_api_key"]
 
 
+def test_explain_refuses_what_it_cannot_use(tmp_path) -> None:
+    r = alerts("explain", "invalid_grant", "--auth-method", "bogus", cwd=tmp_path)
+    assert r.returncode == 2 and "--auth-method must be oauth2, api_key or basic" in r.stderr
+    r = alerts("explain", "invalid_grant", "--input", "-", cwd=tmp_path, input='{"text": "x"}')
+    assert r.returncode == 2 and "not both" in r.stderr
+    r = alerts("explain", "--input", "-", cwd=tmp_path, input='{"text": "invalid_grant", "auth_method": "bogus"}')
+    assert r.returncode == 0 and json.loads(r.stdout) == {"line": 1, "error": "auth_method must be oauth2, api_key or basic"}
+
+
+def test_config_section_names_print_as_written(tmp_path) -> None:
+    """[[digests]] and [[log_sources]] are text, in help and in errors (not swallowed as markup)."""
+    assert "[[digests]]" in alerts("digest", "--help", cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    assert "[[log_sources]]" in alerts("scan", "--help", cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    r = alerts("digest", "--preview", cwd=tmp_path)
+    assert r.returncode == 2 and "no [[digests]] are configured" in r.stderr, r.stderr
+
+
+def test_serve_refuses_a_port_out_of_range(tmp_path) -> None:
+    r = alerts("serve", "--port", "99999", cwd=tmp_path)
+    assert r.returncode == 2 and "--port" in r.stderr and "65535" in r.stderr
+
+
 def test_config_error_is_one_line_without_traceback(tmp_path) -> None:
     (tmp_path / "config.toml").write_text('[alerting]\nrepeat_interval = "4 hourz"\n')
     r = alerts("list", cwd=tmp_path)

@@ -100,3 +100,23 @@ def test_the_lease_must_outlast_two_send_timeouts(tmp_path) -> None:
     # only channels in use count: Slack alone (10 s) is fine with 45 s
     cfg.write_text('[outbox]\nlease = "45s"\n[slack]\nwebhook_url = "https://hooks.slack.com/services/T0/B0/x"\n')
     assert load_settings(cfg).outbox.lease.total_seconds() == 45
+
+
+def test_a_misspelt_environment_section_is_an_error_not_ignored(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ALERTS_ALERTNG__REPEAT_INTERVAL", "1h")
+    with pytest.raises(ConfigError, match=r"ALERTS_ALERTNG__REPEAT_INTERVAL: there is no \[alertng\] section"):
+        load_settings(None)
+    monkeypatch.delenv("ALERTS_ALERTNG__REPEAT_INTERVAL")
+    monkeypatch.setenv("ALERTS_ALERTING__REPEAT_INTERVAL", "1h")
+    assert load_settings(None).alerting.repeat_interval == timedelta(hours=1)
+
+
+def test_files_and_folders_the_config_names_must_exist(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"email.ca_file: no such file: .*missing.pem"):
+        load_settings(None, email={"ca_file": str(tmp_path / "missing.pem")})
+    with pytest.raises(ConfigError, match=r"templates.dir: no such directory: .*nowhere"):
+        load_settings(None, templates={"dir": str(tmp_path / "nowhere")})
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "tpl").mkdir()
+    s = load_settings(None, email={"ca_file": str(tmp_path / "ca.pem")}, templates={"dir": str(tmp_path / "tpl")})
+    assert (s.email.ca_file, s.templates.dir) == (str(tmp_path / "ca.pem"), str(tmp_path / "tpl"))

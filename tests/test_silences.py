@@ -59,6 +59,7 @@ def test_silence_validation(client) -> None:
         ({"integration": "x", "duration": "4 hourz"}, "duration"),
         ({"integration": "x", "duration": "1h", "bogus": 1}, "bogus"),
         ({"integration": "x", "ends_at": "2020-01-01T00:00:00Z"}, "future"),
+        ({"duration": "1h"}, "at least one of integration, provider, code"),  # no matcher: not "mute everything"
     ]:
         r = client.post("/v1/silences", json=body)
         assert r.status_code == 422 and detail in r.json()["detail"], (body, r.text)
@@ -84,3 +85,7 @@ def test_silence_cli(tmp_path) -> None:
     assert r.returncode == 2 and "--for" in r.stderr
     r = cli("silence", "add", cwd=tmp_path)
     assert r.returncode == 2 and "at least one" in r.stderr
+    r = cli("silence", "add", "--integration", "x", "--for", "0s", cwd=tmp_path)
+    assert r.returncode == 2 and "--for must be longer than 0s" in r.stderr, r.stderr
+    r = cli("silence", "add", "--integration", "*", "--for", "1h", "--json", cwd=tmp_path)  # said so: every one
+    assert r.returncode == 0 and json.loads(r.stdout)["integration"] == "*", r.stderr

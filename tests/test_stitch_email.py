@@ -74,3 +74,21 @@ def test_ingest_email_cli_missing_file_is_one_line_and_stores_nothing(tmp_path: 
     assert r.returncode == 2 and "missing.eml" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "var" / "alerts.db").exists()
+
+
+def test_ingest_email_reads_a_folder_of_emails_and_a_maildir(tmp_path: Path) -> None:
+    """A directory is every file under it, in name order (hidden ones left out): a folder of exported
+    .eml files, or a Maildir (cur/, new/)."""
+    box = tmp_path / "Stitch"
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
+    shutil.copy(DATA / "integration_error.eml", box / "new" / "1701.M1.host")
+    shutil.copy(DATA / "notifications.mbox", box / "cur" / "export.mbox")
+    (box / ".uidvalidity").write_text("1\n")  # Maildir bookkeeping: not a message
+    r = run_alerts("ingest-email", "Stitch", "--json", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["files"], out["messages"], out["stitch_errors"], out["skipped"]) == (2, 4, 3, 1)
+    (tmp_path / "empty").mkdir()
+    r = run_alerts("ingest-email", "empty", cwd=tmp_path)
+    assert r.returncode == 2 and "empty: a folder with no files in it" in r.stderr

@@ -102,6 +102,11 @@ def test_bad_token_bodies(client) -> None:
     ]:
         r = client.post("/v1/tokens", json=body)
         assert r.status_code == 422 and detail in r.json()["detail"]
+    # the field is named as the sender wrote it: an index only when an array was sent
+    r = client.post("/v1/tokens", json={"integration_id": "x", "last_used_at": "yesterday"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("last_used_at: "), r.text
+    r = client.post("/v1/tokens", json=[{"integration_id": "x"}, {"integration_id": "y", "last_used_at": "yesterday"}])
+    assert r.status_code == 422 and r.json()["detail"].startswith("1.last_used_at: "), r.text
     assert client.get("/v1/tokens").json() == {"tokens": []}
 
 

@@ -30,7 +30,7 @@ class SilenceCreate(BaseModel):
                                          "author": "alice", "comment": "Salesforce maintenance window"}]},
     )
 
-    integration: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "*"
+    integration: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None  # "*": every one
     provider: Annotated[str, StringConstraints(max_length=100)] | None = None
     code: Annotated[str, StringConstraints(max_length=100)] | None = None
     starts_at: datetime | None = None
@@ -55,6 +55,9 @@ class SilenceCreate(BaseModel):
 
 
 def create_silence(engine: Any, *, body: SilenceCreate, now: datetime, settings: Any, catalog: Any) -> Silence:
+    if body.integration is None and not body.provider and not body.code:  # an empty matcher is no request to mute all
+        raise Problem(422, 'give at least one of integration, provider, code ("integration": "*" silences every '
+                           "integration)")
     starts = as_utc(body.starts_at) if body.starts_at else now
     if body.ends_at is not None:
         ends = as_utc(body.ends_at)

@@ -61,7 +61,8 @@ async def post_tokens(request: Request, engine: EngineDep, settings: SettingsDep
         items = _many.validate_python(data if isinstance(data, list) else [data])
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        loc = err["loc"] if isinstance(data, list) else err["loc"][1:]  # one object: no array index to name
+        where = ".".join(str(p) for p in loc) or "body"
         raise Problem(422, f"{where}: {err['msg']}") from None
     if len(items) > settings.server.max_batch:
         raise Problem(422, f"at most {settings.server.max_batch} tokens per request")
