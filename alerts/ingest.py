@@ -801,6 +801,39 @@ def enqueue_reminders(engine: Engine, *, settings: Settings, catalog: Catalog, n
     return count
 
 
+def adopt_orphaned_members(engine: Engine, *, settings: Settings, catalog: Catalog, now: datetime) -> int:
+    """Give a correlated group a new lead when its lead is resolved while members still fail.
+
+    A member sends nothing of its own (it is named in its lead's message) and reminders follow
+    messages, so without this a member still broken after its lead was fixed would never be heard of
+    again. The earliest open member becomes the group's lead and speaks — its first message, naming
+    the members still failing — and the other open members join it. Returns how many groups changed."""
+    lead = sa.orm.aliased(Alert)
+    with session_scope(engine) as session:
+        orphans = session.exec(
+            select(Alert).join(lead, Alert.correlation_lead_id == lead.id)
+            .where(Alert.state != AlertState.resolved.value, lead.state == AlertState.resolved.value)
+            .order_by(Alert.id)  # locked as ingest locks them, in id order (PostgreSQL)
+            .with_for_update(of=Alert)
+        ).all()
+        groups: dict[int, list[Alert]] = {}
+        for alert in orphans:
+            groups.setdefault(alert.correlation_lead_id, []).append(alert)  # type: ignore[arg-type]
+        for members in groups.values():
+            members.sort(key=lambda a: (as_utc(a.first_seen), a.id))
+            heir, rest = members[0], members[1:]
+            heir.correlation_lead_id = None
+            session.add(heir)
+            for member in rest:
+                member.correlation_lead_id = heir.id
+                session.add(member)
+            if heir.state == AlertState.firing and not heir.silenced:
+                kind = Kind.reminder if heir.first_notified_at else Kind.firing
+                _notify(session, heir, kind, due=now, now=now, settings=settings, catalog=catalog)
+            log.info("correlated group has a new lead", extra={"alert_id": heir.id, "members": len(rest)})
+        return len(groups)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

@@ -103,7 +103,8 @@ class Worker:
             self.wake.clear()
 
     async def tick(self) -> int:
-        """Silences, due reminders and digests, then deliver every due row; return how many rows were handled.
+        """Silences, orphaned group members, due reminders and digests, then deliver every due row; return how
+        many rows were handled.
 
         The loop runs this once per ``poll_interval``; between those, new events only trigger delivery.
         """
@@ -111,6 +112,9 @@ class Worker:
         self.last_tick = now
         await asyncio.to_thread(
             ingest.refresh_silences, self.engine, settings=self.settings, catalog=self.catalog, now=now
+        )
+        await asyncio.to_thread(
+            ingest.adopt_orphaned_members, self.engine, settings=self.settings, catalog=self.catalog, now=now
         )
         await asyncio.to_thread(
             ingest.enqueue_reminders, self.engine, settings=self.settings, catalog=self.catalog, now=now

@@ -22,8 +22,7 @@ def peers(clock):
     smtp.stop()
 
 
-@pytest.fixture
-def client(make_client, make_settings, peers):
+def correlating(make_client, make_settings, peers, **sections: Any):
     slack, smtp = peers
     return make_client(make_settings(
         slack={"bot_token": TOKEN, "base_url": slack.base_url, "allow_loopback_base_url": True},
@@ -32,7 +31,13 @@ def client(make_client, make_settings, peers):
         links={"reauthorize": "https://etl.example.com/connections/{integration_id}/reauthorize"},
         alerting={"group_wait": "0s"},
         correlation={"window": "2m"},
+        **sections,
     ))
+
+
+@pytest.fixture
+def client(make_client, make_settings, peers):
+    return correlating(make_client, make_settings, peers)
 
 
 def fail(client, iid: str, **kw: Any) -> None:
@@ -122,3 +127,39 @@ def test_a_resolved_or_silenced_lead_does_not_swallow_new_failures(client, peers
     engine = client.app.state.engine
     [b] = [a for a in alerts(engine) if a.integration_id == "ga-1"]
     assert b.correlation_lead_id is None
+
+
+def test_members_still_failing_when_their_lead_is_fixed_are_not_forgotten(make_client, make_settings, peers, clock,
+                                                                           db_url) -> None:
+    """The lead is fixed, two members are not: the earliest of them leads the group from then on (a
+    message naming both), and reminders keep coming until they are fixed too."""
+    slack, smtp = peers
+    client = correlating(make_client, make_settings, peers, database={"url": db_url})
+    engine = client.app.state.engine
+    for i in range(3):
+        fail(client, f"ga-{i}", authorized_by=ALICE, integration_name=f"Google Ads {i}")
+        clock.advance(seconds=5)
+    clock.advance(minutes=3)
+    run_worker_once(client.app)
+    assert [m["text"] for m in top_level(slack)][0].count("3 integrations") == 1
+    assert client.post("/v1/events", json={"integration_id": "ga-0", "status": "succeeded"}).status_code == 202
+    run_worker_once(client.app)
+    posts = top_level(slack)
+    assert len(posts) == 2, [p["text"] for p in posts]
+    heir_post = posts[1]
+    assert "2 integrations" in heir_post["text"], heir_post["text"]
+    blob = str(heir_post["blocks"])
+    assert "Google Ads 1" in blob and "Google Ads 2" in blob and "Google Ads 0" not in blob
+    by_id = {a.integration_id: a for a in alerts(engine)}
+    assert by_id["ga-1"].correlation_lead_id is None and by_id["ga-2"].correlation_lead_id == by_id["ga-1"].id
+    assert by_id["ga-0"].state == "resolved"
+    assert any(m.message["Subject"].startswith("[FIRING] 2 integrations authorized by alice@example.com")
+               for m in smtp.messages)
+    # reminders follow the new lead's message
+    clock.advance(hours=5)
+    run_worker_once(client.app)
+    reminders = [n for n in notifications(engine) if n.kind == "reminder" and n.channel == "slack"]
+    assert [n.alert_id for n in reminders] == [by_id["ga-1"].id]
+    # nothing more changes hands once the group is whole again
+    run_worker_once(client.app)
+    assert len(top_level(slack)) == 2
