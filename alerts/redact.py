@@ -37,6 +37,32 @@ def _short_value(m: re.Match[str]) -> str:
     return m.group(0)[: m.start("v") - m.start(0)] + MARK + m.group(0)[m.end("v") - m.start(0):]
 
 
+# An error's prose is not a key and its value: "Error validating access token: Session has expired"
+# (Meta), "refresh token: expired or revoked", "password: must be changed". Kept as written: a value that
+# is a word only ever used about a credential's state, and after "<access|refresh|id|session> token:"
+# one plain word followed by another (or by what a rule left: a second pass must change nothing).
+# Everything else in the form is redacted as before ("password: hunter for bob" included).
+_WORD = re.compile(r"[A-Za-z]+")
+_PROSE_NEXT = re.compile(r"[ \t]+(?:\[REDACTED\]|[A-Za-z])")
+_PROSE_KEY = re.compile(r"(?i)(?:access|refresh|id|session|auth)[ \t]+$")
+_STATUS_WORDS = frozenset((
+    "expired", "invalid", "revoked", "missing", "required", "malformed", "denied", "rejected", "unauthorized",
+    "none", "null", "empty", "unknown", "incorrect", "wrong", "disabled", "inactive", "absent", "undefined",
+    "must", "is", "has", "was", "not", "cannot", "does", "should", "will", "expires", "needs",
+))
+
+
+def _bare_value(m: re.Match[str]) -> str:
+    head, value = m.group(1), m.group(2)
+    if "=" not in head and head.rstrip()[-1:] == ":" and _WORD.fullmatch(value):
+        if value.lower() in _STATUS_WORDS:
+            return m.group(0)
+        if head.split(":", 1)[0].strip().lower() == "token" and _PROSE_KEY.search(m.string, 0, m.start()) \
+                and _PROSE_NEXT.match(m.string, m.end()):
+            return m.group(0)
+    return head + MARK
+
+
 # Each rule: (compiled pattern, replacement). Order matters: the specific forms first.
 _RULES: list[tuple[re.Pattern[str], Any]] = [
     # PEM private keys, whole block (a body never runs past the next BEGIN: linear on repeated BEGINs)
@@ -78,10 +104,10 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
                    r"(?:(?!\2)[^\\\n]|\\.)+(\2)"),
         r"\1" + MARK + r"\3",
     ),
-    # key=value and key: value (query strings, logs, YAML)
+    # key=value and key: value (query strings, logs, YAML) — but not prose (_bare_value)
     (
         re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])(" + _BARE + r"+)"),
-        r"\1" + MARK,
+        lambda m: _bare_value(m),
     ),
     (
         re.compile(r"(?i)(([\"'])(?:" + _SHORT_KEYS + r")\2\s*:\s*[\"'])(?!\[REDACTED\])(?P<v>(?:\[REDACTED\]|[^\s\"'\]]){12,})"),

@@ -32,6 +32,8 @@ from alerts.redact import clean, redact, sanitize
         pytest.param(r'body={\"client_secret\": \"s3cr3tESCAPED\", \"grant\": 1}', "s3cr3tESCAPED",
                      r'\"client_secret\": \"[REDACTED]\", \"grant\": 1', id="escaped-json"),
         pytest.param("sessionid=abc123def456", "abc123def456", "sessionid=", id="session-id"),
+        pytest.param("login failed, password: letmein for user bob", "letmein", "for user bob", id="word-password"),
+        pytest.param("token: Session has", "Session", "token: ", id="bare-token-key-is-not-prose"),
     ],
 )
 def test_redact_removes_secret_keeps_key(text: str, secret: str, kept: str) -> None:
@@ -48,6 +50,11 @@ def test_redact_removes_secret_keeps_key(text: str, secret: str, kept: str) -> N
         "401 Client Error: Unauthorized for url: https://api.hubapi.com/crm/v3/objects",
         "(#190) Error validating access token, error code=190",
         "refresh_token expired",
+        # prose with a key word and a colon (Meta's code 190, Salesforce, Postgres): not a key and its value
+        "Error validating access token: Session has expired on Tuesday, 02-Dec-25 10:00:00 PST.",
+        "Error validating access token: The session has been invalidated because the user changed their password.",
+        "refresh token: expired or revoked",
+        "password: must be changed before logging in",
     ],
 )
 def test_redact_leaves_error_wording_alone(text: str) -> None:
