@@ -287,8 +287,11 @@ def alert_data(
     now: datetime,
     reason: str = "",
     state_label: str | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
-    """The one template data model for alert messages (every channel renders from this)."""
+    """The one template data model for alert messages (every channel renders from this).
+
+    ``owner`` is the integration's ``[[integrations]] owner``: the person to act, named in the message."""
     first_seen = as_utc(alert.first_seen)
     resolved_at = as_utc(alert.resolved_at) if alert.resolved_at else None
     # Ingest sanitised these already; once more here so no caller can put a CR/LF or control into a message.
@@ -323,6 +326,9 @@ def alert_data(
             "reauthorize_url": alert.reauthorize_url,
             "silenced": alert.silenced,
             "acknowledged_by": _clean(alert.acknowledged_by, 200),
+            "owner": _clean(owner, 320),
+            "authorized_by": _clean(getattr(alert, "authorized_by", None), 320),
+            "resolution": resolution(_clean(getattr(alert, "resolved_by", None), 200)),
         },
         "entry": {
             "code": entry.code,
@@ -332,6 +338,9 @@ def alert_data(
             "solution": entry.solution_for(alert.auth_method),
             "action": entry.action,
             "causes": list(entry.causes),
+            # Slack's "Why": the cause, or where the cause only repeats the title, the usual causes
+            "why": "; ".join(entry.causes[:2]) if entry.causes and entry.cause.strip(". ").lower()
+                   == entry.title.strip(". ").lower() else entry.cause,
             "docs": entry.docs or "",
         },
         "action_label": ACTION_LABEL.get(entry.action, "Fix it"),
@@ -386,6 +395,21 @@ def summary_data(items: list[dict[str, Any]], *, catalog: Any, dashboard_url: st
     }
 
 
+SOURCE_LABEL = {"fivetran": "Fivetran", "airbyte": "Airbyte", "stitch": "Stitch", "alertmanager": "Alertmanager",
+                "pagerduty": "PagerDuty", "log": "log"}
+
+
+def resolution(resolved_by: str) -> str:
+    """How an alert was resolved, as a message says it: confirmed by the pipeline, or someone's word."""
+    if not resolved_by:
+        return ""
+    if resolved_by.endswith(" success event"):
+        source = resolved_by.removesuffix(" success event")
+        label = SOURCE_LABEL.get(source)
+        return f"Confirmed by a successful {label} sync." if label else "Confirmed by a successful sync."
+    return f"Marked resolved by {resolved_by}; no successful sync has confirmed it yet."
+
+
 def provider_label(provider: str | None) -> str:
     if not provider:
         return ""
@@ -414,6 +438,8 @@ class SampleAlert:
     reauthorize_url: str | None = None
     silenced: bool = False
     acknowledged_by: str | None = None
+    authorized_by: str | None = None
+    resolved_by: str | None = None
 
 
 def with_delivery_note(payload: dict[str, Any], note: str) -> dict[str, Any]:

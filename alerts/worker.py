@@ -336,9 +336,11 @@ class Worker:
                 entry = self.catalog.get(alert.code)
                 if entry is None:
                     raise ValueError(f"unknown catalog code {alert.code!r}")
+                reg = self.settings.integration(alert.integration_id)
                 data = alert_data(
                     kind=row.kind, alert=alert, entry=entry,
                     dashboard_url=self.settings.server.base_url(), now=self.clock(),
+                    owner=reg.owner if reg else None,
                 )
                 data["group"] = self._group(session, alert, entry)
                 payload = self.renderer.alert(data).to_json()

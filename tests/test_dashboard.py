@@ -132,3 +132,20 @@ def test_posts_need_csrf_and_login(server) -> None:
         r = http.post("/ui/alerts/1/ack", data={"csrf": csrf})
         assert r.status_code == 303
         assert http.get("/v1/alerts/1", headers=AUTH).json()["state"] == "acknowledged"
+
+
+def test_the_alert_page_names_the_owner_and_a_fixed_alert_offers_no_buttons(make_client, make_settings, clock) -> None:
+    client = make_client(make_settings(integrations=[{"id": "sf-prod", "owner": "alice@example.com"}]))
+    body = {"integration_id": "sf-prod", "provider": "salesforce", "authorized_by": "etl-bot@example.com",
+            "error": "invalid_grant: expired access/refresh token"}
+    [alert_id] = client.post("/v1/events", json=body).json()["alert_ids"]
+    page = client.get(f"/alerts/{alert_id}").text
+    assert "<th>Owner</th><td>alice@example.com</td>" in page
+    assert "<th>Authorized by</th><td>etl-bot@example.com</td>" in page
+    assert f"<th>First seen</th><td>{clock.now:%Y-%m-%d %H:%M:%S} UTC</td>" in page
+    assert ">Resolve</button>" in page
+    clock.advance(minutes=7)
+    client.post("/v1/events", json={"integration_id": "sf-prod", "status": "succeeded"})
+    page = client.get(f"/alerts/{alert_id}").text
+    assert ">Resolve</button>" not in page and ">Reauthorize<" not in page and "Silence 24 h" not in page
+    assert "fixed after 7m" in page

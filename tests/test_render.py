@@ -30,13 +30,15 @@ HOSTILE_NAME = "<!channel> prod"
 HOSTILE_ERROR = "invalid_grant <script>alert(1)</script> & <@U123> <https://evil.example|click>\r\nBcc: x@y"
 
 
-def render(kind: str = "firing", entry: CatalogEntry = ENTRY, renderer: Renderer | None = None, **alert: Any):
+def render(kind: str = "firing", entry: CatalogEntry = ENTRY, renderer: Renderer | None = None,
+           owner: str | None = None, **alert: Any):
     fields = {"reauthorize_url": "https://etl.example.com/connections/sf-prod/reauthorize?x=1&y=2", **alert}
     a = SampleAlert(first_seen=NOW - timedelta(hours=3), last_seen=NOW, count=12, **fields)
     if kind == "resolved":
         a.resolved_at = NOW
         a.state = "resolved"
-    data = alert_data(kind=kind, alert=a, entry=entry, dashboard_url="https://alerts.example.com", now=NOW)
+    data = alert_data(kind=kind, alert=a, entry=entry, dashboard_url="https://alerts.example.com", now=NOW,
+                      owner=owner)
     return (renderer or Renderer()).alert(data)
 
 
@@ -151,3 +153,34 @@ def test_delivery_note_is_escaped_in_html() -> None:
     assert noted["subject"].startswith("[UNDELIVERED] [FIRING]")
     assert "&lt;b&gt;channel_not_found&lt;/b&gt;" in noted["html"] and "<b>channel" not in noted["html"]
     assert noted["text"].startswith("Could not deliver to slack #x: <b>channel_not_found</b> Bcc: y\n\n")
+
+
+def test_the_person_to_act_is_named_in_every_channel() -> None:
+    out = render(owner="alice@example.com", authorized_by="etl-bot@example.com")
+    context = [b for b in out.slack["blocks"] if b["type"] == "context"][-1]["elements"][0]["text"]
+    assert "owner alice@example.com · authorized by etl-bot@example.com" in context
+    assert "Owner: alice@example.com · Authorized by: etl-bot@example.com" in out.text
+    assert "owner alice@example.com · authorized by etl-bot@example.com" in out.html
+    plain = render()  # nobody known: nothing said
+    assert "owner" not in json.dumps(plain.slack) and "Owner" not in plain.text
+
+
+@pytest.mark.parametrize(("resolved_by", "said"), [
+    ("fivetran success event", "Confirmed by a successful Fivetran sync."),
+    ("native success event", "Confirmed by a successful sync."),
+    ("alice", "Marked resolved by alice; no successful sync has confirmed it yet."),
+])
+def test_a_resolution_says_how_it_was_resolved(resolved_by: str, said: str) -> None:
+    out = render("resolved", resolved_by=resolved_by)
+    assert said in json.dumps(out.slack) and said in out.text and said in out.html
+
+
+def test_slack_why_does_not_repeat_the_title() -> None:
+    same = CatalogEntry(code="access_token_expired", title="Access token expired", cause="Access token expired.",
+                        solution="Get a new token.", action="new_token", severity=Severity.error,
+                        causes=("the token's lifetime (often one hour) passed", "the token was revoked"))
+    fields = [f["text"] for b in render(entry=same).slack["blocks"] if b["type"] == "section"
+              for f in b.get("fields", [])]
+    assert fields[0] == "*Why*\nthe token's lifetime (often one hour) passed; the token was revoked"
+    fields = [f["text"] for b in render().slack["blocks"] if b["type"] == "section" for f in b.get("fields", [])]
+    assert fields[0] == "*Why*\nToken expired or revoked."  # a cause of its own stands

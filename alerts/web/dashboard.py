@@ -128,6 +128,10 @@ def _view(alert: Alert, catalog: Any, now: datetime) -> dict[str, Any]:
     if alert.resolved_at:
         data["time_to_fix"] = humanize(as_utc(alert.resolved_at) - as_utc(alert.first_seen))
         data["resolved_ago"] = humanize(now - as_utc(alert.resolved_at))
+    for key in ("first_seen", "last_seen", "acknowledged_at", "resolved_at"):
+        value = getattr(alert, key)
+        data[f"{key}_text"] = as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value else None
+    data["authorized_by"] = alert.authorized_by
     data["display_name"] = alert.integration_name or alert.integration_id
     data["action_label"] = ACTION_LABEL.get(data["remediation"]["action"], "Fix it") if data["remediation"] else "Fix it"
     return data
@@ -216,9 +220,11 @@ async def alert_page(alert_id: int, request: Request) -> HTMLResponse:
     if alert is None:
         raise Problem(404, f"no alert {alert_id}")
     now = state.clock()
+    view = _view(alert, state.catalog, now)
+    reg = state.settings.integration(alert.integration_id)
+    view["owner"] = reg.owner if reg else None
     return _page(request, "dashboard/alert.html",
-                 {"a": _view(alert, state.catalog, now), "notifications": [notification_public(n) for n in notes],
-                  "now": now})
+                 {"a": view, "notifications": [notification_public(n) for n in notes], "now": now})
 
 
 @router.get("/login", response_class=HTMLResponse)

@@ -312,7 +312,9 @@ def _owe_updates(s: Session, alert: Alert, click: Click, *, key: str, settings: 
     notes = action_notes(alert, silences.active(s, now=now), now=now)
     rows = []
     for ref, n in targets.items():
-        data = alert_data(kind=n.kind, alert=alert, entry=entry, dashboard_url=settings.server.base_url(), now=now)
+        reg = settings.integration(alert.integration_id)
+        data = alert_data(kind=n.kind, alert=alert, entry=entry, dashboard_url=settings.server.base_url(), now=now,
+                          owner=reg.owner if reg else None)
         data["slack_notes"] = [f"{icon} {text}" for icon, text in notes]
         payload = _payload(renderer.slack("slack/alert.json.j2", data), [t for _, t in notes], data)
         rows.append(outbox.notification_row(
