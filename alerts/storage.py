@@ -147,6 +147,12 @@ class Notification(SQLModel, table=True):
     target: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class Instance(SQLModel, table=True):
+    """This database's random id (migration 0009): what makes its messages' identities its own."""
+
+    id: str = Field(primary_key=True, max_length=32)
+
+
 class SlackPace(SQLModel, table=True):
     """A token bucket per Slack channel (R2.6), in the database so that every replica draws on the same one."""
 
@@ -466,6 +472,18 @@ class Checkpointer(Periodic):
 
     def start(self) -> Checkpointer:
         return self if self.engine.dialect.name != "sqlite" else super().start()
+
+
+def instance_id(engine: Engine) -> str:
+    """This database's id (:class:`Instance`), read once per engine."""
+    found = engine.info.get("instance_id")
+    if found is None:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT id FROM instance ORDER BY id LIMIT 1")).scalar()
+        if found is None:
+            raise RuntimeError("the database has no instance id: run `alerts db upgrade`")
+        engine.info["instance_id"] = found
+    return found
 
 
 def upgrade(engine: Engine) -> None:

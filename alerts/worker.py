@@ -8,6 +8,7 @@ One generic loop; the channel that knows the protocol decides whether a failure 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -360,6 +361,7 @@ class Worker:
         return Outgoing(
             notification_id=row.id,
             idempotency_key=row.idempotency_key,
+            instance=self.instance,
             kind=row.kind,
             alert_id=row.alert_id,
             address=dict(row.target or {}),
@@ -394,12 +396,21 @@ class Worker:
             } for a in everyone],
         }
 
+    @property
+    def instance(self) -> str:
+        return storage.instance_id(self.engine)
+
+    def _own(self, key: str) -> str:
+        """``key`` made this database's: keys repeat across deployments (alert 1 of staging and of prod)."""
+        return hashlib.sha256(f"{self.instance}|{key}".encode()).hexdigest()
+
     def message_id(self, row: Notification) -> str:
-        return f"<{row.idempotency_key[:32]}@{self.domain}>"
+        return f"<{self._own(row.idempotency_key)[:32]}@{self.domain}>"
 
     def thread_root_id(self, alert_id: int, receiver: str) -> str:
         """The Message-ID of an alert's first email to a receiver; later messages reply to it."""
-        return f"<alert-{alert_id}.{outbox.idempotency_key(alert_id, receiver, 'email', 'thread', 0)[:12]}@{self.domain}>"
+        key = self._own(outbox.idempotency_key(alert_id, receiver, "email", "thread", 0))
+        return f"<alert-{alert_id}.{key[:12]}@{self.domain}>"
 
     def _first_notified(self, alert_id: int) -> None:
         with session_scope(self.engine) as session:

@@ -230,3 +230,22 @@ def test_implicit_tls(cert) -> None:
         assert len(peer.messages) == 1
     finally:
         peer.stop()
+
+
+def test_two_deployments_never_share_a_message_id(make_client, make_settings, tmp_path) -> None:
+    """Staging and production both mail alert 1 to the same on-call address: their Message-IDs (and
+    thread roots) differ, so mail clients neither merge the threads nor drop one as a duplicate."""
+    import email
+    from email import policy
+
+    from tests.helpers import SF, run_worker_once
+
+    ids = []
+    for name in ("staging", "prod"):
+        client = make_client(make_settings(database={"url": f"sqlite:///{tmp_path}/{name}.db"},
+                                           outbox={"dir": str(tmp_path / name)}))
+        assert client.post("/v1/events", json=SF).json()["alert_ids"] == [1]
+        assert run_worker_once(client.app) == 1
+        msg = email.message_from_bytes((tmp_path / name / "1.eml").read_bytes(), policy=policy.default)
+        ids.append(msg["Message-ID"])
+    assert ids[0] != ids[1] and all(i.startswith("<alert-1.") for i in ids)

@@ -43,12 +43,12 @@ def channel_for(peer: SlackPeer, clock: Clock, *, webhook: bool = False) -> Slac
 
 
 def outgoing(kind: str = "firing", *, channel: str = "#data-alerts", thread_ref: str | None = None,
-             attempts: int = 1, key: str = "k" * 64, **alert) -> Outgoing:
+             attempts: int = 1, key: str = "k" * 64, instance: str = "", **alert) -> Outgoing:
     a = SampleAlert(first_seen=NOW, last_seen=NOW, reauthorize_url="https://etl.example.com/r", **alert)
     rendered = RENDERER.alert(alert_data(kind=kind, alert=a, entry=ENTRY, dashboard_url="https://a.example", now=NOW))
     return Outgoing(notification_id=1, idempotency_key=key, kind=kind, alert_id=7, address={"channel": channel},
                     rendered=rendered, message_id="<m@x>", thread_ref=thread_ref,
-                    extra={"attempts": attempts, "created_at": NOW})
+                    extra={"attempts": attempts, "created_at": NOW}, instance=instance)
 
 
 def send(ch: SlackChannel, msg: Outgoing) -> str | None:
@@ -176,7 +176,8 @@ def test_post_request_is_what_slack_expects(peer: SlackPeer, clock: Clock) -> No
     assert "link_names" not in body and "parse" not in body
     assert body["unfurl_links"] is False and body["unfurl_media"] is False
     assert body["metadata"] == {"event_type": METADATA_EVENT,
-                                "event_payload": {"idempotency_key": "k" * 64, "alert_id": 7, "kind": "firing"}}
+                                "event_payload": {"idempotency_key": "k" * 64, "instance": "", "alert_id": 7,
+                                                  "kind": "firing"}}
     [msg] = peer.messages
     assert ref == f"{msg['channel']}:{msg['ts']}"
 
@@ -261,6 +262,18 @@ def test_a_retried_thread_reply_is_found_in_the_thread(peer: SlackPeer, clock: C
     assert fails(ch, outgoing("reminder", thread_ref=root, key="r" * 64)).retryable
     send(ch, outgoing("reminder", thread_ref=root, key="r" * 64, attempts=2))
     assert len(peer.replies(root.split(":")[1])) == 1 and peer.calls("conversations.replies")
+
+
+def test_another_deployments_post_with_the_same_key_is_not_taken_for_ours(peer: SlackPeer, clock: Clock) -> None:
+    """Staging and production post alert 1 to one channel: the same idempotency key, other databases.
+    Production's retry must not find staging's post and stop (it would then edit it when resolved)."""
+    ch = channel_for(peer, clock)
+    staging = send(ch, outgoing(instance="a" * 32))
+    peer.script("chat.postMessage", Canned(status=500, body={"ok": False}))
+    assert fails(ch, outgoing(instance="b" * 32)).retryable
+    prod = send(SlackChannel(ch.settings, clock=clock), outgoing(instance="b" * 32, attempts=2))
+    assert prod != staging and len(peer.messages) == 2
+    assert [m["metadata"]["event_payload"]["instance"] for m in peer.messages] == ["a" * 32, "b" * 32]
 
 
 def test_a_retry_that_finds_nothing_posts(peer: SlackPeer, clock: Clock) -> None:

@@ -33,6 +33,7 @@ class Outgoing:
     thread_root_id: str | None = None  # email Message-ID this message replies to
     thread_ref: str | None = None  # channel reference of the alert's first message (Slack "channel:ts")
     extra: dict[str, Any] = field(default_factory=dict)
+    instance: str = ""  # the database's id (storage.instance_id): keys repeat across deployments, this does not
 
 
 class Channel(Protocol):

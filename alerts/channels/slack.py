@@ -21,7 +21,8 @@ Outcomes (R2.4), decided by :func:`classify` and tested as a table over every st
 The outbox is the only retry mechanism: slack-sdk runs with no retry handlers at all (R2.3), and
 its loggers never see message bodies or the webhook URL.
 
-Idempotency: every post carries Slack message ``metadata`` with the outbox row's idempotency key.
+Idempotency: every post carries Slack message ``metadata`` with the outbox row's idempotency key
+and the database's instance id (two deployments posting to one channel have the same keys).
 When a row is retried (its earlier attempt may have reached Slack before the connection broke),
 the channel first looks for a message with that key (``conversations.replies`` in the thread, or
 ``conversations.history`` of the channel since the row was created) and, if it finds one, records
@@ -264,8 +265,8 @@ class SlackChannel:
             "unfurl_links": False,
             "unfurl_media": False,
             "metadata": {"event_type": METADATA_EVENT,
-                         "event_payload": {"idempotency_key": key, "alert_id": message.alert_id or 0,
-                                           "kind": str(message.kind)}},
+                         "event_payload": {"idempotency_key": key, "instance": message.instance,
+                                           "alert_id": message.alert_id or 0, "kind": str(message.kind)}},
         }
         if in_thread:
             params["thread_ts"] = thread_ts
@@ -317,8 +318,10 @@ class SlackChannel:
             return None
         for m in data.get("messages") or []:
             meta = m.get("metadata") or {}
-            if meta.get("event_type") == METADATA_EVENT and \
-                    (meta.get("event_payload") or {}).get("idempotency_key") == message.idempotency_key:
+            mine = meta.get("event_payload") or {}
+            # the key and this database's id: another deployment posting to the channel has the same keys
+            if meta.get("event_type") == METADATA_EVENT and mine.get("idempotency_key") == message.idempotency_key \
+                    and mine.get("instance", "") == message.instance:
                 log.info("slack: earlier attempt had been posted; not posting again",
                          extra={"notification_id": message.notification_id})
                 return f"{cid}:{m.get('ts')}"
