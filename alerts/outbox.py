@@ -226,8 +226,9 @@ def mark_failed(
         row.last_error = redact(error)[:2000]
         row.lease_until = None
         too_old = now - as_utc(row.created_at) >= policy.max_age
-        if retry_after is not None and retryable:
-            # The peer asked us to wait (Slack 429): not counted as an attempt (R2.4).
+        if retry_after is not None and retryable and not too_old:
+            # The peer asked us to wait (Slack 429): not counted as an attempt (R2.4) — but a row still
+            # rate limited when it reaches max_age dies like any other (a channel limited for ever).
             row.attempts = max(0, row.attempts - 1)
             row.status = DeliveryStatus.failed
             row.next_attempt_at = now + timedelta(seconds=min(max(retry_after, 1.0), 900.0))

@@ -150,6 +150,26 @@ def test_slack_429_is_retried_after_retry_after_by_the_clock(make, slack: SlackP
     assert len(slack.calls("chat.postMessage")) == 2 and len(slack.messages) == 1
 
 
+def test_a_channel_rate_limited_until_max_age_gives_up_like_any_failure(make_client, make_settings, slack: SlackPeer,
+                                                                        smtp: SmtpPeer, clock: Clock) -> None:
+    """429s are not attempts, but they do not keep a row alive for ever: at max_age it is dead (R2.5),
+    and the admin hears of it."""
+    client = make_client(make_settings(**config(slack, smtp, admin=ADMIN), outbox={"max_age": "2m"}))
+    engine = client.app.state.engine
+    slack.script("chat.postMessage", *[Canned(status=429, body={"ok": False, "error": "ratelimited"},
+                                              headers={"Retry-After": "30"}) for _ in range(20)])
+    post(client, SF)
+    for _ in range(5):
+        tick(client)
+        clock.advance(seconds=31)
+    [row] = notifications(engine, channel="slack")
+    assert row.status == "dead" and row.attempts == 1, (row.status, row.last_error)  # the rest were waits
+    assert "429" in row.last_error
+    tick(client)
+    assert any(m.message["Subject"].startswith("[UNDELIVERED]") for m in smtp.messages)
+    assert len(slack.calls("chat.postMessage")) == 5
+
+
 def test_channel_not_found_is_dead_at_once_visible_logged_once_and_falls_back_to_admin(
     make, slack: SlackPeer, smtp: SmtpPeer, clock: Clock, caplog: pytest.LogCaptureFixture, tmp_path: Path,
 ) -> None:
