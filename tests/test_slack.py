@@ -160,6 +160,9 @@ def test_429_pauses_the_channel_until_retry_after(peer: SlackPeer, clock: Clock)
     clock.advance(seconds=10)
     err = fails(ch, outgoing(key="b" * 64))  # another message: not even tried while paused
     assert err.retry_after == 20 and len(peer.calls("chat.postMessage")) == 1
+    # Slack limits posts per channel: another channel is not held up
+    assert send(ch, outgoing(key="c" * 64, channel="#other")).startswith("C")
+    assert len(peer.calls("chat.postMessage")) == 2
     clock.advance(seconds=20)
     assert send(ch, outgoing(key="b" * 64)).startswith("C")
 

@@ -158,16 +158,24 @@ class SlackChannel:
         self.clock = clock
         self.base_url = settings.base_url.rstrip("/") + "/"
         self.timeout = settings.timeout.total_seconds()
-        self.paused_until: datetime | None = None
+        # Slack limits posting per channel (and an incoming webhook per URL): a 429 pauses that channel only.
+        self.paused_until: dict[str, datetime] = {}
         self.channel_ids: dict[str, str] = {}  # "#data-alerts" -> "C0123", learned from responses
 
     # -- the interface ----------------------------------------------------------------------
 
+    def _pause_key(self, message: Outgoing) -> str:
+        if self.settings.bot_token is None:
+            return "webhook"
+        return str(message.address.get("channel", "")).lstrip("#").lower()
+
     async def send(self, message: Outgoing) -> str | None:
         now = self.clock()
-        if self.paused_until is not None and now < self.paused_until:
-            wait = (self.paused_until - now).total_seconds()
-            raise DeliveryError(f"slack: paused after a rate limit, {wait:.0f}s left", retryable=True,
+        key = self._pause_key(message)
+        until = self.paused_until.get(key)
+        if until is not None and now < until:
+            wait = (until - now).total_seconds()
+            raise DeliveryError(f"slack: {key} paused after a rate limit, {wait:.0f}s left", retryable=True,
                                 retry_after=wait)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -177,7 +185,7 @@ class SlackChannel:
                 return await self._send_webhook(_NoRedirects(session), message)
         except DeliveryError as exc:
             if exc.retry_after is not None:
-                self.paused_until = self.clock() + timedelta(seconds=exc.retry_after)
+                self.paused_until[key] = self.clock() + timedelta(seconds=exc.retry_after)
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"slack: {_network_reason(exc)}", retryable=True) from None
