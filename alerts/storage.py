@@ -476,13 +476,13 @@ class Checkpointer(Periodic):
 
 def instance_id(engine: Engine) -> str:
     """This database's id (:class:`Instance`), read once per engine."""
-    found = engine.info.get("instance_id")
+    found = getattr(engine, "_alerts_instance_id", None)
     if found is None:
         with engine.connect() as conn:
             found = conn.execute(sa.text("SELECT id FROM instance ORDER BY id LIMIT 1")).scalar()
         if found is None:
             raise RuntimeError("the database has no instance id: run `alerts db upgrade`")
-        engine.info["instance_id"] = found
+        engine._alerts_instance_id = found  # type: ignore[attr-defined]
     return found
 
 
