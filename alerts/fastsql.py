@@ -43,10 +43,10 @@ def transaction(engine: sa.Engine, phases: dict[str, float] | None = None) -> It
         try:
             raw = Raw(dbapi, engine.dialect)
             if raw.sqlite:
-                dbapi.execute("BEGIN IMMEDIATE")
+                raw.driver("BEGIN IMMEDIATE", dbapi.execute)  # waits busy_timeout for another process's lock
             yield raw
             worked = time.perf_counter()
-            dbapi.commit()
+            raw.driver("COMMIT", lambda _: dbapi.commit())
             if phases is not None:
                 phases.update(wait=locked - start, work=worked - locked, commit=time.perf_counter() - worked)
         except BaseException:
@@ -68,6 +68,15 @@ class Raw:
         self.dialect = dialect
         self.sqlite = dialect.name == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
+
+    def driver(self, sql: str, call: Any) -> Any:
+        """``call(sql)``, a driver error raised as SQLAlchemy's (as :meth:`_run` does): callers tell a lock
+        or a lost connection (``OperationalError``) from a bug by one set of types."""
+        try:
+            return call(sql)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, None, exc, self.dialect.loaded_dbapi.Error,
+                                             dialect=self.dialect) from exc
 
     @classmethod
     def of(cls, session: Session) -> Raw:

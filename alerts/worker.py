@@ -29,7 +29,7 @@ from alerts.channels.slack import SlackChannel
 from alerts.config import Settings
 from alerts.fivetran_links import FreshLinks, substitute
 from alerts.models import AlertState, DeliveryStatus, Kind, as_utc, utcnow
-from alerts.render import Rendered, Renderer, alert_data, summary_data, with_delivery_note
+from alerts.render import Rendered, Renderer, alert_data, provider_label, summary_data, with_delivery_note
 from alerts.storage import Alert, DatabaseClock, Notification, session_scope
 
 log = logging.getLogger("alerts.worker")
@@ -144,21 +144,43 @@ class Worker:
         return total
 
     async def deliver_due(self) -> int:
-        """Claim and deliver due outbox rows until none is left; return how many were handled."""
+        """Claim and deliver due outbox rows until none is left; return how many were handled.
+
+        Up to ``[outbox] batch`` sends are in flight at once, and a claim tops them up as each one ends
+        (or every half second): a slow peer — an SMTP server taking its time — holds up only its own
+        sends, not the Slack message of an event that came in meanwhile. A Slack row of an alert whose
+        previous Slack row is still in flight here waits for it (a thread reply needs its root)."""
         handled = 0
+        inflight: dict[asyncio.Task[None], Notification] = {}
         while True:
-            claimed_at = time.monotonic()
-            rows = await asyncio.to_thread(
-                # the service's clock is the database's: the claim reads it in SQL (R2.2)
-                outbox.claim, self.engine, now=None if isinstance(self.clock, DatabaseClock) else self.clock(),
-                lease=self.settings.outbox.lease, limit=self.settings.outbox.batch, db_now=self._check_clock,
-            )
-            if not rows:
+            room = self.settings.outbox.batch - len(inflight)
+            if room > 0:
+                claimed_at = time.monotonic()
+                rows = await asyncio.to_thread(
+                    # the service's clock is the database's: the claim reads it in SQL (R2.2)
+                    outbox.claim, self.engine, now=None if isinstance(self.clock, DatabaseClock) else self.clock(),
+                    lease=self.settings.outbox.lease, limit=room, db_now=self._check_clock,
+                )
+                if rows and "slack" in self.channels:
+                    rows = await asyncio.to_thread(self.merge_backlogs, rows)
+                busy = {(r.alert_id, r.channel) for r in inflight.values() if r.alert_id is not None}
+                after = [r for r in rows if r.channel == "slack" and (r.alert_id, r.channel) in busy]
+                if after:
+                    await asyncio.to_thread(self._defer, after, self.clock() + timedelta(seconds=1))
+                for row in rows:
+                    if row not in after:
+                        inflight[asyncio.create_task(self.deliver(row, claimed_at=claimed_at))] = row
+                        handled += 1
+            if not inflight:
                 return handled
-            if "slack" in self.channels:
-                rows = await asyncio.to_thread(self.merge_backlogs, rows)
-            await asyncio.gather(*(self.deliver(row, claimed_at=claimed_at) for row in rows))
-            handled += len(rows)
+            done, _ = await asyncio.wait(inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                inflight.pop(task)
+                task.result()
+
+    def _defer(self, rows: list[Notification], until: datetime) -> None:
+        for row in rows:
+            outbox.defer(self.engine, row.id, until=until, claimed=row.lease_until)
 
     def _check_clock(self, db_now: datetime) -> None:
         """A claim saw the database's clock: if ours is off from it (a step since the last measurement),
@@ -392,7 +414,7 @@ class Worker:
             "likely": LIKELY_CAUSE.get(entry.base_code, entry.cause),
             "members": [{
                 "id": a.id, "name": a.integration_name or a.integration_id, "integration_id": a.integration_id,
-                "provider": a.provider or "", "state": a.state, "reauthorize_url": a.reauthorize_url,
+                "provider": provider_label(a.provider), "state": a.state, "reauthorize_url": a.reauthorize_url,
             } for a in everyone],
         }
 

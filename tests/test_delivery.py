@@ -170,6 +170,57 @@ def test_a_channel_rate_limited_until_max_age_gives_up_like_any_failure(make_cli
     assert len(slack.calls("chat.postMessage")) == 5
 
 
+def test_a_slow_mail_server_does_not_hold_up_slack_for_new_events(make, slack: SlackPeer, smtp: SmtpPeer) -> None:
+    """While one email takes seconds to be accepted, an event that comes in meanwhile gets its Slack
+    message at once: sends are topped up as they finish, not claimed in rounds that wait for the slowest."""
+    import threading
+    import time
+
+    client, engine = make()
+    smtp.delay = 4.0
+    post(client, SF)
+    worker = threading.Thread(target=tick, args=(client,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(slack.messages) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        post(client, {**SF, "integration_id": "hs-prod", "provider": "hubspot"})
+        while len(slack.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(slack.messages) == 2 and smtp.messages == [], "the second Slack message waited for the first email"
+    finally:
+        worker.join(30)
+    assert len(smtp.messages) == 2
+    assert sorted(s for _, _, s in rows(engine)) == ["sent"] * 4
+
+
+def test_a_slack_row_waits_for_its_alerts_slack_row_in_flight(make, slack: SlackPeer, smtp: SmtpPeer,
+                                                            clock: Clock) -> None:
+    """The firing post is slow; the alert resolves meanwhile. The resolution is not sent beside it (it
+    would have no thread to go to) but after it: as a reply in the firing message's thread."""
+    import threading
+    import time
+
+    client, engine = make()
+    slack.script("chat.postMessage", Canned(apply=True, delay=3.0))
+    post(client, SF)
+    worker = threading.Thread(target=tick, args=(client,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not slack.calls("chat.postMessage") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        post(client, {"integration_id": "sf-prod", "status": "succeeded"})
+    finally:
+        worker.join(30)
+    clock.advance(seconds=2)
+    tick(client)
+    [root] = slack.top_level()
+    assert [m["text"].split(":")[0] for m in slack.replies(root["ts"])] == ["RESOLVED"]
+    assert sorted(s for _, _, s in rows(engine)) == ["sent"] * 4
+
+
 def test_channel_not_found_is_dead_at_once_visible_logged_once_and_falls_back_to_admin(
     make, slack: SlackPeer, smtp: SmtpPeer, clock: Clock, caplog: pytest.LogCaptureFixture, tmp_path: Path,
 ) -> None:

@@ -206,3 +206,22 @@ def test_api_tokens_protect_the_admin_api(make_client, make_settings) -> None:
     ok = client.get("/v1/alerts", headers={"Authorization": "Bearer t0k3n-for-tests-only-000000"})
     assert ok.status_code == 200 and ok.json() == {"alerts": [], "next": None}
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_database_that_cannot_be_written_is_a_503_to_retry(client, tmp_path) -> None:
+    """Another process holds SQLite's write lock past busy_timeout (5 s): the event is refused with 503
+    and Retry-After — nothing stored, nothing acknowledged — and accepted once the lock is gone."""
+    import sqlite3
+
+    holder = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = post(client, SF)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "nothing was stored" in r.json()["detail"]
+    assert events(client.app.state.engine) == []
+    assert post(client, SF).status_code == 202 and len(events(client.app.state.engine)) == 1

@@ -31,7 +31,15 @@ from alerts.stitch_poller import StitchPoller
 from alerts.web import reload
 from alerts.web.committer import GroupCommitter
 from alerts.web.fastpath import EventsFastPath
-from alerts.web.problems import PROBLEM, BodyLimit, BodyTooLarge, Problem
+from alerts.web.problems import (
+    PROBLEM,
+    RETRY_AFTER_S,
+    UNAVAILABLE_DETAIL,
+    BodyLimit,
+    BodyTooLarge,
+    Problem,
+    database_unavailable,
+)
 from alerts.worker import Worker
 
 log = logging.getLogger("alerts.web")
@@ -162,6 +170,11 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            log.error("database unavailable", extra={"path": _route_path(request), "error": type(exc).__name__})
+            p = Problem(503, UNAVAILABLE_DETAIL)
+            return JSONResponse(p.body(), status_code=503, media_type=PROBLEM,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
         log.error("unhandled error", extra={"path": _route_path(request), "error": type(exc).__name__})
         p = Problem(500, "internal error; see the server log")
         return JSONResponse(p.body(), status_code=500, media_type=PROBLEM)

@@ -25,7 +25,15 @@ from alerts import crashpoints
 from alerts.sources import signing
 from alerts.sources.envelope import BadPayload, decode_json
 from alerts.sources.native import EventProblem, parse_native
-from alerts.web.problems import PROBLEM, BodyTooSlow, deadline_receive, problem_bytes
+from alerts.web.problems import (
+    PROBLEM,
+    RETRY_AFTER_S,
+    UNAVAILABLE_DETAIL,
+    BodyTooSlow,
+    database_unavailable,
+    deadline_receive,
+    problem_bytes,
+)
 from alerts.web.webhooks import with_delivery_id
 
 log = logging.getLogger("alerts.web")
@@ -93,6 +101,12 @@ class EventsFastPath:
         try:
             result = await self.state.committer.submit(events, hashlib.sha256(body).hexdigest())
         except Exception as exc:  # noqa: BLE001 - the same answer the app gives an unhandled error
+            if database_unavailable(exc):
+                log.error("database unavailable", extra={"path": ROUTE, "error": type(exc).__name__})
+                await _respond(send, 503, problem_bytes(503, UNAVAILABLE_DETAIL), PROBLEM,
+                               extra=[(b"retry-after", str(RETRY_AFTER_S).encode())])
+                _access(scope, 503, start)
+                return
             log.error("unhandled error", extra={"path": ROUTE, "error": type(exc).__name__})
             await _respond(send, 500, problem_bytes(500, "internal error; see the server log"), PROBLEM)
             _access(scope, 500, start)
@@ -138,8 +152,9 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str, *, close: bool = False) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+async def _respond(send: Send, status: int, body: bytes, content_type: str, *, close: bool = False,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()), *(extra or [])]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -145,3 +145,19 @@ async def _send_problem(send: Send, status: int, detail: str) -> None:
                 "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or used right now (a connection refused or
+    cut, SQLite's lock held past ``busy_timeout``) — a 503 to retry, not a 500 to investigate."""
+    import sqlalchemy as sa
+
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(exc, sa.exc.TimeoutError)  # the pool had no connection to give
+
+
+UNAVAILABLE_DETAIL = "the database is unavailable; nothing was stored, retry later"
+RETRY_AFTER_S = 5

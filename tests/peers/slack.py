@@ -42,6 +42,7 @@ class Canned:
     headers: dict[str, str] = field(default_factory=dict)
     apply: bool = False
     drop: bool = False  # close the connection without an answer
+    delay: float = 0.0  # seconds before the call is performed and answered (a slow Slack)
     content_type: str = "application/json; charset=utf-8"
 
 
@@ -147,6 +148,10 @@ class SlackPeer:
             self.requests.append(rec)
             queue = self._scripts.get(api or "")
             canned = queue.popleft() if queue else None
+        if canned is not None and canned.delay:
+            import time
+
+            time.sleep(canned.delay)
         if canned is not None and canned.drop:
             if canned.apply:
                 self._apply(rec)

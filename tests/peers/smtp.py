@@ -52,6 +52,7 @@ class SmtpPeer:
         self.data: deque[str] = deque()
         self.mail: deque[str] = deque()  # answers to MAIL FROM
         self.sessions = 0
+        self.delay = 0.0  # seconds each DATA takes before its answer: a slow server
         self.auth_attempts: list[tuple[str, bool]] = []
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -134,6 +135,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.peer.delay:
+            await asyncio.sleep(self.peer.delay)
         got = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content or b""))
         if self.peer.data:
             answer = self.peer.data.popleft()
