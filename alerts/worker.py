@@ -152,31 +152,40 @@ class Worker:
         previous Slack row is still in flight here waits for it (a thread reply needs its root)."""
         handled = 0
         inflight: dict[asyncio.Task[None], Notification] = {}
-        while True:
-            room = self.settings.outbox.batch - len(inflight)
-            if room > 0:
-                claimed_at = time.monotonic()
-                rows = await asyncio.to_thread(
-                    # the service's clock is the database's: the claim reads it in SQL (R2.2)
-                    outbox.claim, self.engine, now=None if isinstance(self.clock, DatabaseClock) else self.clock(),
-                    lease=self.settings.outbox.lease, limit=room, db_now=self._check_clock,
-                )
-                if rows and "slack" in self.channels:
-                    rows = await asyncio.to_thread(self.merge_backlogs, rows)
-                busy = {(r.alert_id, r.channel) for r in inflight.values() if r.alert_id is not None}
-                after = [r for r in rows if r.channel == "slack" and (r.alert_id, r.channel) in busy]
-                if after:
-                    await asyncio.to_thread(self._defer, after, self.clock() + timedelta(seconds=1))
-                for row in rows:
-                    if row not in after:
-                        inflight[asyncio.create_task(self.deliver(row, claimed_at=claimed_at))] = row
-                        handled += 1
-            if not inflight:
-                return handled
-            done, _ = await asyncio.wait(inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                inflight.pop(task)
-                task.result()
+        try:
+            while True:
+                room = self.settings.outbox.batch - len(inflight)
+                if room > 0:
+                    claimed_at = time.monotonic()
+                    rows = await asyncio.to_thread(
+                        # the service's clock is the database's: the claim reads it in SQL (R2.2)
+                        outbox.claim, self.engine, now=None if isinstance(self.clock, DatabaseClock) else self.clock(),
+                        lease=self.settings.outbox.lease, limit=room, db_now=self._check_clock,
+                    )
+                    if rows and "slack" in self.channels:
+                        rows = await asyncio.to_thread(self.merge_backlogs, rows)
+                    busy = {(r.alert_id, r.channel) for r in inflight.values() if r.alert_id is not None}
+                    after = [r for r in rows if r.channel == "slack" and (r.alert_id, r.channel) in busy]
+                    if after:
+                        await asyncio.to_thread(self._defer, after, self.clock() + timedelta(seconds=1))
+                    for row in rows:
+                        if row not in after:
+                            inflight[asyncio.create_task(self.deliver(row, claimed_at=claimed_at))] = row
+                            handled += 1
+                if not inflight:
+                    return handled
+                done, _ = await asyncio.wait(inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    inflight.pop(task)
+                    task.result()
+        except asyncio.CancelledError:  # shutting down: the sends in flight stop too (their leases expire)
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
+            raise
+        except BaseException:  # a bug in one delivery: the others finish before it is raised
+            await asyncio.gather(*inflight, return_exceptions=True)
+            raise
 
     def _defer(self, rows: list[Notification], until: datetime) -> None:
         for row in rows:
