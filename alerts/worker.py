@@ -56,6 +56,11 @@ def build_channels(settings: Settings, *, clock: Clock = utcnow) -> dict[str, Ch
     return channels
 
 
+def _roots_a_thread(row: Notification) -> bool:
+    """A Slack firing message: the root that the alert's later messages reply to."""
+    return row.channel == "slack" and row.kind == Kind.firing and row.alert_id is not None
+
+
 class Worker:
     def __init__(
         self,
@@ -149,12 +154,13 @@ class Worker:
         Up to ``[outbox] batch`` sends are in flight at once, and a claim tops them up as each one ends
         (or every half second): a slow peer — an SMTP server taking its time — holds up only its own
         sends, not the Slack message of an event that came in meanwhile. A Slack row of an alert whose
-        previous Slack row is still in flight here waits for it (a thread reply needs its root)."""
+        first Slack message is still being sent here waits for it (a thread reply needs its root)."""
         handled = 0
         inflight: dict[asyncio.Task[None], Notification] = {}
         try:
             while True:
                 room = self.settings.outbox.batch - len(inflight)
+                claimed = False
                 if room > 0:
                     claimed_at = time.monotonic()
                     rows = await asyncio.to_thread(
@@ -162,17 +168,26 @@ class Worker:
                         outbox.claim, self.engine, now=None if isinstance(self.clock, DatabaseClock) else self.clock(),
                         lease=self.settings.outbox.lease, limit=room, db_now=self._check_clock,
                     )
+                    claimed = bool(rows)  # even if all of them merge into a summary: that one is due now
                     if rows and "slack" in self.channels:
                         rows = await asyncio.to_thread(self.merge_backlogs, rows)
-                    busy = {(r.alert_id, r.channel) for r in inflight.values() if r.alert_id is not None}
-                    after = [r for r in rows if r.channel == "slack" and (r.alert_id, r.channel) in busy]
+                    # Alerts whose first Slack message (the thread's root) is being sent: their replies wait.
+                    rooting = {r.alert_id for r in inflight.values() if _roots_a_thread(r)}
+                    after = []
+                    for row in rows:
+                        if row.channel == "slack" and row.alert_id in rooting and row.kind not in (Kind.firing,
+                                                                                                 Kind.action):
+                            after.append(row)
+                            continue
+                        if _roots_a_thread(row):
+                            rooting.add(row.alert_id)
+                        inflight[asyncio.create_task(self.deliver(row, claimed_at=claimed_at))] = row
+                        handled += 1
                     if after:
                         await asyncio.to_thread(self._defer, after, self.clock() + timedelta(seconds=1))
-                    for row in rows:
-                        if row not in after:
-                            inflight[asyncio.create_task(self.deliver(row, claimed_at=claimed_at))] = row
-                            handled += 1
                 if not inflight:
+                    if claimed:
+                        continue
                     return handled
                 done, _ = await asyncio.wait(inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:

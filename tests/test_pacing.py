@@ -124,3 +124,19 @@ def test_merge_takes_waiting_rows_once_and_leaves_other_workers_rows(db_url: str
         assert sum(1 for r in rows if r[0] == "firing" and r[1] == "sent") == 24
     finally:
         engine.dispose()
+
+
+def test_a_backlog_for_a_slack_only_receiver_is_summarised_in_the_same_tick(make_client, make_settings, slack,  # noqa: F811
+                                                                             clock) -> None:
+    """Every claimed row merged into the summary leaves nothing in flight: the summary is still sent at
+    once, not at the next poll."""
+    from tests.peers.slack import TOKEN
+
+    client = make_client(make_settings(
+        slack={"bot_token": TOKEN, "base_url": slack.base_url, "allow_loopback_base_url": True},
+        receivers=[{"name": "data-team", "slack": {"channel": "#data-alerts"}}],
+        alerting={"group_wait": "0s"},
+    ))
+    post(client, _failures(30))
+    tick(client)
+    assert [m["text"] for m in slack.messages] == ["30 alert messages for this channel, in one summary"]
