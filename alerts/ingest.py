@@ -821,7 +821,11 @@ def adopt_orphaned_members(engine: Engine, *, settings: Settings, catalog: Catal
             groups.setdefault(alert.correlation_lead_id, []).append(alert)  # type: ignore[arg-type]
         for members in groups.values():
             members.sort(key=lambda a: (as_utc(a.first_seen), a.id))
-            heir, rest = members[0], members[1:]
+            # the earliest that would speak (firing, not silenced); an acknowledged or silenced heir would
+            # keep its firing members quiet
+            speaking = [a for a in members if a.state == AlertState.firing and not a.silenced]
+            heir = speaking[0] if speaking else members[0]
+            rest = [a for a in members if a is not heir]
             heir.correlation_lead_id = None
             session.add(heir)
             for member in rest:

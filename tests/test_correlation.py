@@ -163,3 +163,22 @@ def test_members_still_failing_when_their_lead_is_fixed_are_not_forgotten(make_c
     # nothing more changes hands once the group is whole again
     run_worker_once(client.app)
     assert len(top_level(slack)) == 2
+
+
+
+def test_the_new_lead_is_one_that_speaks(client, peers, clock) -> None:
+    """The earliest member still open is silenced: the next one, firing, leads the group and is heard."""
+    slack, _ = peers
+    engine = client.app.state.engine
+    for i in range(3):
+        fail(client, f"ga-{i}", authorized_by=ALICE, integration_name=f"Google Ads {i}")
+        clock.advance(seconds=5)
+    clock.advance(minutes=3)
+    run_worker_once(client.app)
+    r = client.post("/v1/silences", json={"integration": "ga-1", "duration": "7d", "author": "ops"})
+    assert r.status_code == 201
+    assert client.post("/v1/events", json={"integration_id": "ga-0", "status": "succeeded"}).status_code == 202
+    run_worker_once(client.app)
+    by_id = {a.integration_id: a for a in alerts(engine)}
+    assert by_id["ga-2"].correlation_lead_id is None and by_id["ga-1"].correlation_lead_id == by_id["ga-2"].id
+    assert any("Google Ads 2" in str(m["blocks"]) for m in top_level(slack)[1:])
