@@ -20,6 +20,7 @@ MAX_TEXT = 16 * 1024
 _KEYS = (
     r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|password|passwd|pwd"
     r"|secret|token|signature|private_key|auth_token|session_token|access_key|secret_key|session[_-]?id"
+    r"|cookie|session"
 )
 # ``code`` and ``sig`` also name harmless things ("error code=190", "code": "invalid_grant"): only long
 # values that are not a plain identifier (an OAuth code has digits or slashes) are redacted.
@@ -38,27 +39,28 @@ def _short_value(m: re.Match[str]) -> str:
 
 
 # An error's prose is not a key and its value: "Error validating access token: Session has expired"
-# (Meta), "refresh token: expired or revoked", "password: must be changed". Kept as written: a value that
-# is a word only ever used about a credential's state, and after "<access|refresh|id|session> token:"
-# one plain word followed by another (or by what a rule left: a second pass must change nothing).
-# Everything else in the form is redacted as before ("password: hunter for bob" included).
+# (Meta), "refresh token: expired or revoked". Kept as written: a value that is a word only ever used
+# about a credential's state, and after "<access|refresh|id|session|auth> token:" one plain word
+# followed by another (or by what a rule left: a second pass must change nothing) — where that
+# "<access…>" word is prose itself, not the value of a key before it ("password=access token: …").
+# Everything else in the form is redacted as before ("password: letmein for bob" included). Only the
+# few characters before a match are looked at: linear however many keys a text holds.
 _WORD = re.compile(r"[A-Za-z]+")
 _PROSE_NEXT = re.compile(r"[ \t]+(?:\[REDACTED\]|[A-Za-z])")
-_PROSE_KEY = re.compile(r"(?i)(?:access|refresh|id|session|auth)[ \t]+$")
+_PROSE_KEY = re.compile(r"(?i)(?:^|[^=:\s])[ \t]*(?<![\w-])(?:access|refresh|id|session|auth)[ \t]+$")
 _STATUS_WORDS = frozenset((
     "expired", "invalid", "revoked", "missing", "required", "malformed", "denied", "rejected", "unauthorized",
     "none", "null", "empty", "unknown", "incorrect", "wrong", "disabled", "inactive", "absent", "undefined",
-    "must", "is", "has", "was", "not", "cannot", "does", "should", "will", "expires", "needs",
 ))
 
 
 def _bare_value(m: re.Match[str]) -> str:
     head, value = m.group(1), m.group(2)
     if "=" not in head and head.rstrip()[-1:] == ":" and _WORD.fullmatch(value):
-        if value.lower() in _STATUS_WORDS:
-            return m.group(0)
-        if head.split(":", 1)[0].strip().lower() == "token" and _PROSE_KEY.search(m.string, 0, m.start()) \
-                and _PROSE_NEXT.match(m.string, m.end()):
+        if value.lower() in _STATUS_WORDS and not _PROSE_NEXT.match(m.string, m.end()):
+            return m.group(0)  # "refresh token: expired" (a status word that ends the phrase)
+        if head.split(":", 1)[0].strip().lower() == "token" and _PROSE_NEXT.match(m.string, m.end()) \
+                and _PROSE_KEY.search(m.string[max(0, m.start() - 40):m.start()]):
             return m.group(0)
     return head + MARK
 

