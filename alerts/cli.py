@@ -391,6 +391,8 @@ def silence_add(
 
     settings = settings_from(config)
     catalog = catalog_from(settings)
+    if integration is not None and not integration.strip():
+        fail("--integration must not be empty (--integration '*' silences every integration)")
     if integration is None and not provider and not code:
         fail("give at least one of --integration, --provider, --code (--integration '*' silences every integration)")
     try:

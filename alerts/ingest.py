@@ -35,7 +35,7 @@ from alerts.models import (
     Severity,
     as_utc,
 )
-from alerts.redact import MAX_TEXT, clean, clean_field, clean_labels, redact, sanitize
+from alerts.redact import MAX_TEXT, clean, clean_field, clean_id, clean_labels, redact, sanitize
 from alerts.routing import Target, facts_of, targets_for
 from alerts.storage import Alert, Event, Notification, Token, UTCDateTime, session_scope
 
@@ -79,13 +79,14 @@ def policy_of(settings: Settings) -> Policy:
 def normalise(event: AuthErrorEvent, settings: Settings, catalog: Catalog) -> AuthErrorEvent:
     """Sanitise free text (R3.3), fill gaps from the integration registry, canonicalise the provider."""
     reg = settings.integration(event.integration_id)
-    # Names and ids are free text too: a secret in them is redacted like one in an error (R4.1).
-    event.integration_id = clean_field(event.integration_id, 200) or event.integration_id
+    # Names are free text too: a secret in them is redacted like one in an error (R4.1); ids lose only
+    # token shapes (clean_id: they must stay distinct to be matched and grouped on).
+    event.integration_id = clean_id(event.integration_id, 200) or event.integration_id
     event.integration_name = clean_field(event.integration_name or (reg.name if reg else None), 200)
     provider = catalog.canonical_provider(event.provider or (reg.provider if reg else None))
     event.provider = clean_field(provider, 100) if provider else None  # fits the column on every database
     event.auth_method = event.auth_method or (reg.auth_method if reg else None)
-    event.account_id = clean_field(event.account_id or (reg.account_id if reg else None), 200)
+    event.account_id = clean_id(event.account_id or (reg.account_id if reg else None), 200)
     event.error = sanitize(event.error, limit=MAX_TEXT)  # cut to 4096 only once redacted (clean)
     event.labels = {**(reg.labels if reg else {}), **(event.labels or {})}
     return event

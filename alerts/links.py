@@ -73,7 +73,7 @@ def reauthorize_url(
     for url in candidates:
         if not url:
             continue
-        if is_safe_url(url, hosts) and redact(url) == url:
+        if is_safe_url(url, hosts) and redact(url) == url and "[REDACTED]" not in url:  # stored redacted: broken
             return url, rejected
         rejected.append(url)
     default = PROVIDER_DEFAULTS.get(provider or "")

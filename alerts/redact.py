@@ -143,6 +143,20 @@ def redact(text: str) -> str:
     return text
 
 
+# What is a secret wherever it stands, whatever surrounds it: PEM keys, "Bearer …", DSN passwords, Slack
+# webhooks and the well-known token shapes — not the key=value forms, which can be an id's own words.
+_SHAPES = [rule for rule in _RULES if not any(k in rule[0].pattern for k in (_KEYS, _SHORT_KEYS, "cookie"))]
+
+
+def redact_shapes(text: str) -> str:
+    """:func:`redact` with only the token shapes (for identifiers: see :func:`clean_id`)."""
+    if not text:
+        return text
+    for pattern, replacement in _SHAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def redact_value(value: object) -> object:
     """Redact every string inside a JSON-like value."""
     if isinstance(value, str):
@@ -206,6 +220,19 @@ def clean_field(text: str | None, limit: int) -> str | None:
     """A short free-text field (a name, an id, an author) as :func:`clean` makes it; cached, as the same
     names come back with every event of an integration."""
     return clean(text, limit=limit) if text else text
+
+
+@functools.lru_cache(maxsize=4096)
+def clean_id(text: str | None, limit: int) -> str | None:
+    """An identifier (integration id, account id) sanitised, with token *shapes* redacted only: ids are
+    matched, grouped and routed on, so "vault-token:prod" and "vault-token:stage" must stay two ids
+    (the key=value rules would make both "vault-token:[REDACTED]"); a Slack token or a JWT in one is
+    still never stored."""
+    if not text:
+        return text
+    cleaned = sanitize(text, limit=MAX_TEXT) or ""
+    out = redact_shapes(cleaned)
+    return out if len(out) <= limit else out[: max(0, limit - len(TRUNCATED))] + TRUNCATED
 
 
 def clean_labels(labels: dict[str, str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from alerts.config import Settings
 from alerts.durations import humanize, parse_duration
 from alerts.links import reauthorize_url
 from alerts.models import AlertState, Kind, as_utc
-from alerts.redact import clean_field, redact
+from alerts.redact import clean_field, clean_id, redact
 from alerts.storage import Alert, Token, session_scope
 
 CODE = "token_expiring"
@@ -92,7 +92,7 @@ def fingerprint(integration_id: str) -> str:
 
 def upsert(session: Session, *, data: dict[str, Any], settings: Settings, catalog: Catalog, now: datetime) -> Token:
     """Record token metadata; a newer ``issued_at`` means reauthorized: warnings reset, the alert resolves."""
-    iid = clean_field(data["integration_id"], 200) or data["integration_id"]  # as ingest stores alert ids
+    iid = clean_id(data["integration_id"], 200) or data["integration_id"]  # as ingest stores alert ids
     token = session.exec(select(Token).where(Token.integration_id == iid)).first()
     reauthorized = False
     if token is None:

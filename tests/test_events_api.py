@@ -83,7 +83,7 @@ def test_secrets_are_redacted_before_storage(client) -> None:
 
 # Canaries in every free-text field an event has; none may be stored or sent as given (R4.1).
 CANARIES = {
-    "integration_id": "sf-prod password=CanaryPassId1",
+    "integration_id": "sf-prod-xoxb-1234567890-CanaryPassId1",  # ids lose token shapes only
     "integration_name": "Salesforce client_secret=CanarySecretName2",
     "account_id": "acct api_key=sk_live_CanaryStripeAcct3",
     "authorized_by": "ops Bearer CanaryBearerWho4",
@@ -102,7 +102,7 @@ def test_secrets_in_every_free_text_field_stay_out_of_the_database_and_the_messa
     clock.advance(minutes=2)  # past the correlation window an authorized_by opens
     assert run_worker_once(client.app) == 1
     [alert] = alerts(engine)
-    assert alert.integration_id == "sf-prod password=[REDACTED]"
+    assert alert.integration_id == "sf-prod-xoxb-[REDACTED]"
     assert alert.integration_name == "Salesforce client_secret=[REDACTED]"
     assert alert.labels == {"team": "data token=[REDACTED]", "password=[REDACTED]": "x"}
     assert alert.reauthorize_url is None  # a link carrying a token is dropped, not stored or posted
@@ -110,12 +110,20 @@ def test_secrets_in_every_free_text_field_stay_out_of_the_database_and_the_messa
     db = tmp_path / "alerts.db"
     stored = b"".join(p.read_bytes() for p in (db, db.with_name("alerts.db-wal")) if p.exists())
     sent = b"".join(p.read_bytes() for p in (tmp_path / "outbox").iterdir())
-    assert b"sf-prod password=[REDACTED]" in sent  # the message names the integration, redacted
+    assert b"sf-prod-xoxb-[REDACTED]" in sent  # the message names the integration, redacted
     canaries = [f"Canary{name}".encode() for name in ("PassId1", "SecretName2", "StripeAcct3", "BearerWho4",
                                                        "RefreshErr5", "LabelValue6", "LabelKey7", "LinkToken8",
                                                        "Author9", "Comment10")]
     assert [c for c in canaries if c in stored] == []
     assert [c for c in canaries if c in sent] == []
+
+
+def test_ids_keep_their_words_so_two_integrations_stay_two(client) -> None:
+    """Only token shapes leave an id: "vault-token:prod" and "vault-token:stage" are two alerts."""
+    for iid in ("vault-token:prod", "vault-token:stage"):
+        assert post(client, {**SF, "integration_id": iid}).status_code == 202
+    assert sorted(a.integration_id for a in alerts(client.app.state.engine)) == ["vault-token:prod",
+                                                                                 "vault-token:stage"]
 
 
 def test_an_occurrence_in_the_future_counts_as_now(client, clock) -> None:
@@ -225,3 +233,15 @@ def test_a_database_that_cannot_be_written_is_a_503_to_retry(client, tmp_path) -
     assert "nothing was stored" in r.json()["detail"]
     assert events(client.app.state.engine) == []
     assert post(client, SF).status_code == 202 and len(events(client.app.state.engine)) == 1
+
+
+def test_a_broken_schema_is_a_500_not_a_503_to_retry_for_ever(client, tmp_path) -> None:
+    """SQLite raises a missing column as OperationalError too: that is a bug to look at, not an outage."""
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "alerts.db")
+    con.execute("ALTER TABLE event RENAME COLUMN body_sha256 TO body_hash")
+    con.commit()
+    con.close()
+    r = post(client, SF)
+    assert r.status_code == 500 and "retry-after" not in r.headers, r.text

@@ -83,3 +83,10 @@ def test_per_provider_templates_and_no_template() -> None:
     url, _ = reauthorize_url(links=links, integration_id="x", provider="salesforce", account_id="00D/5")
     assert url == "https://sf.example.com/00D%2F5/x"
     assert reauthorize_url(links=LinkSettings(), integration_id="x", provider="hubspot") == (None, [])
+
+
+@pytest.mark.parametrize("carrying", ["https://app.example.com/r?access_token=ya29SECRETabcdefghijkl",
+                                      "https://app.example.com/r?access_token=[REDACTED]"])
+def test_a_link_carrying_a_credential_or_its_redaction_is_dropped(carrying: str) -> None:
+    url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod", candidates=(carrying,))
+    assert url == "https://etl.example.com/connections/sf-prod/reauthorize" and rejected == [carrying]

@@ -85,6 +85,8 @@ def test_silence_cli(tmp_path) -> None:
     assert r.returncode == 2 and "--for" in r.stderr
     r = cli("silence", "add", cwd=tmp_path)
     assert r.returncode == 2 and "at least one" in r.stderr
+    r = cli("silence", "add", "--integration", "", "--for", "1h", cwd=tmp_path)  # an unset $ID: not "everything"
+    assert r.returncode == 2 and "--integration must not be empty" in r.stderr, r.stderr
     r = cli("silence", "add", "--integration", "x", "--for", "0s", cwd=tmp_path)
     assert r.returncode == 2 and "--for must be longer than 0s" in r.stderr, r.stderr
     r = cli("silence", "add", "--integration", "*", "--for", "1h", "--json", cwd=tmp_path)  # said so: every one

@@ -328,8 +328,9 @@ class SlackChannel:
             meta = m.get("metadata") or {}
             mine = meta.get("event_payload") or {}
             # the key and this database's id: another deployment posting to the channel has the same keys
+            # (a post without an id is from before ids: ours, most likely, caught by the upgrade)
             if meta.get("event_type") == METADATA_EVENT and mine.get("idempotency_key") == message.idempotency_key \
-                    and mine.get("instance", "") == message.instance:
+                    and mine.get("instance", message.instance) == message.instance:
                 log.info("slack: earlier attempt had been posted; not posting again",
                          extra={"notification_id": message.notification_id})
                 return f"{cid}:{m.get('ts')}"

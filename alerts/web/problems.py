@@ -148,15 +148,26 @@ async def _send_problem(send: Send, status: int, detail: str) -> None:
 
 
 def database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached or used right now (a connection refused or
-    cut, SQLite's lock held past ``busy_timeout``) — a 503 to retry, not a 500 to investigate."""
+    """Whether ``exc`` says the database cannot be reached or used *right now* — a 503 to retry, not a
+    500 to investigate: a connection refused or cut, the pool empty, SQLite's lock held past
+    ``busy_timeout``, PostgreSQL out of connections or shutting down. A missing table, a syntax error
+    or a constraint are bugs (500), although drivers raise some of them as ``OperationalError`` too."""
     import sqlalchemy as sa
 
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, sa.exc.TimeoutError):  # the pool had no connection to give
         return True
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    return isinstance(exc, sa.exc.TimeoutError)  # the pool had no connection to give
+    orig = exc.orig
+    name = getattr(orig, "sqlite_errorname", None)
+    if name is not None:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN"))
+    state = getattr(orig, "sqlstate", None) or ""
+    if state:
+        return state.startswith(("08", "53", "57P")) or state in ("40001", "40P01")  # connection, resources, shutdown
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)  # no code: connection refused or cut
 
 
 UNAVAILABLE_DETAIL = "the database is unavailable; nothing was stored, retry later"

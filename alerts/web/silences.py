@@ -13,7 +13,7 @@ from sqlmodel import select
 from alerts import ingest, silences
 from alerts.durations import parse_duration
 from alerts.models import as_utc
-from alerts.redact import clean_field
+from alerts.redact import clean_field, clean_id
 from alerts.storage import Silence, session_scope
 from alerts.web.api import Admin, CatalogDep, EngineDep, NowDep, SettingsDep, read_json
 from alerts.web.problems import Problem
@@ -70,7 +70,7 @@ def create_silence(engine: Any, *, body: SilenceCreate, now: datetime, settings:
     if ends - starts > timedelta(days=366):
         raise Problem(422, "a silence lasts at most a year")
     row = Silence(
-        integration=clean_field(body.integration, 200) or "*",  # matched against cleaned ids
+        integration=clean_id(body.integration, 200) or "*",  # a glob over ids, cleaned as ids are
         provider=catalog.canonical_provider(body.provider),
         code=body.code or None,
         starts_at=starts,
