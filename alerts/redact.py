@@ -134,13 +134,15 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
 ]
 
 
-def redact(text: str) -> str:
-    """Replace secrets in ``text`` by ``[REDACTED]``, keeping the key or prefix that names them."""
-    if not text:
-        return text
-    for pattern, replacement in _RULES:
+def _apply(rules: list[tuple[re.Pattern[str], Any]], text: str) -> str:
+    for pattern, replacement in rules:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact(text: str) -> str:
+    """Replace secrets in ``text`` by ``[REDACTED]``, keeping the key or prefix that names them."""
+    return _apply(_RULES, text) if text else text
 
 
 # What is a secret wherever it stands, whatever surrounds it: PEM keys, "Bearer …", DSN passwords, Slack
@@ -150,11 +152,7 @@ _SHAPES = [rule for rule in _RULES if not any(k in rule[0].pattern for k in (_KE
 
 def redact_shapes(text: str) -> str:
     """:func:`redact` with only the token shapes (for identifiers: see :func:`clean_id`)."""
-    if not text:
-        return text
-    for pattern, replacement in _SHAPES:
-        text = pattern.sub(replacement, text)
-    return text
+    return _apply(_SHAPES, text) if text else text
 
 
 def redact_value(value: object) -> object:

@@ -46,6 +46,15 @@ def fail(client, iid: str, **kw: Any) -> None:
     assert client.post("/v1/events", json=body).status_code == 202
 
 
+def three_failing_together(client, clock) -> None:
+    """ga-0, ga-1, ga-2 authorized by alice fail within the window; the group's message goes out."""
+    for i in range(3):
+        fail(client, f"ga-{i}", authorized_by=ALICE, integration_name=f"Google Ads {i}")
+        clock.advance(seconds=5)
+    clock.advance(minutes=3)
+    run_worker_once(client.app)
+
+
 def top_level(slack: SlackPeer) -> list[dict]:
     return [m for m in slack.messages if not m.get("thread_ts")]
 
@@ -136,11 +145,7 @@ def test_members_still_failing_when_their_lead_is_fixed_are_not_forgotten(make_c
     slack, smtp = peers
     client = correlating(make_client, make_settings, peers, database={"url": db_url})
     engine = client.app.state.engine
-    for i in range(3):
-        fail(client, f"ga-{i}", authorized_by=ALICE, integration_name=f"Google Ads {i}")
-        clock.advance(seconds=5)
-    clock.advance(minutes=3)
-    run_worker_once(client.app)
+    three_failing_together(client, clock)
     assert [m["text"] for m in top_level(slack)][0].count("3 integrations") == 1
     assert client.post("/v1/events", json={"integration_id": "ga-0", "status": "succeeded"}).status_code == 202
     run_worker_once(client.app)
@@ -165,16 +170,11 @@ def test_members_still_failing_when_their_lead_is_fixed_are_not_forgotten(make_c
     assert len(top_level(slack)) == 2
 
 
-
 def test_the_new_lead_is_one_that_speaks(client, peers, clock) -> None:
     """The earliest member still open is silenced: the next one, firing, leads the group and is heard."""
     slack, _ = peers
     engine = client.app.state.engine
-    for i in range(3):
-        fail(client, f"ga-{i}", authorized_by=ALICE, integration_name=f"Google Ads {i}")
-        clock.advance(seconds=5)
-    clock.advance(minutes=3)
-    run_worker_once(client.app)
+    three_failing_together(client, clock)
     r = client.post("/v1/silences", json={"integration": "ga-1", "duration": "7d", "author": "ops"})
     assert r.status_code == 201
     assert client.post("/v1/events", json={"integration_id": "ga-0", "status": "succeeded"}).status_code == 202
