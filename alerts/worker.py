@@ -402,6 +402,9 @@ class Worker:
                 if fresh and fresh != stored:
                     rendered = substitute(rendered, stored, fresh)
         root = self.thread_root_id(row.alert_id, row.receiver) if row.alert_id is not None else None
+        if row.kind != Kind.firing and row.channel == "email" and thread is not None \
+                and thread.status == DeliveryStatus.sent and (thread.external_ref or "").startswith("<"):
+            root = thread.external_ref  # the first email's Message-ID as sent (by whichever version sent it)
         message_id = (row.target or {}).get("message_id") or (
             root if row.kind == Kind.firing and root else self.message_id(row))
         return Outgoing(

@@ -221,6 +221,24 @@ def test_a_slack_row_waits_for_its_alerts_slack_row_in_flight(make, slack: Slack
     assert sorted(s for _, _, s in rows(engine)) == ["sent"] * 4
 
 
+def test_later_emails_reply_to_the_first_one_as_it_was_sent(make, smtp: SmtpPeer, clock: Clock) -> None:
+    """The thread's root is the first email's Message-ID as stored when it went out — an alert opened
+    before an upgrade that changed how Message-IDs are made keeps its thread."""
+    import sqlalchemy as sa
+
+    client, engine = make()
+    post(client, SF)
+    tick(client)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE notification SET external_ref = '<alert-1.legacy@example.com>' "
+                             "WHERE channel = 'email' AND kind = 'firing'"))
+    clock.advance(hours=5)
+    tick(client)
+    reminder = smtp.messages[-1].message
+    assert reminder["X-Alerts-Kind"] == "reminder"
+    assert reminder["In-Reply-To"] == "<alert-1.legacy@example.com>" == reminder["References"]
+
+
 def test_channel_not_found_is_dead_at_once_visible_logged_once_and_falls_back_to_admin(
     make, slack: SlackPeer, smtp: SmtpPeer, clock: Clock, caplog: pytest.LogCaptureFixture, tmp_path: Path,
 ) -> None:
