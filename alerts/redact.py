@@ -18,16 +18,24 @@ TRUNCATED = "…[truncated]"
 MAX_TEXT = 16 * 1024
 
 _KEYS = (
-    r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|password|passwd|pwd"
+    r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|pass(?:word|wd|phrase)?|pwd"
     r"|secret|token|signature|private_key|auth_token|session_token|access_key|secret_key|session[_-]?id"
-    r"|cookie|session"
+    r"|cookie|session|credentials?|key"
 )
+# Only as a JSON key ("auth": "…", a Docker config's): as a word of prose, "auth: …" is about the step.
+_JSON_KEYS = _KEYS + r"|auth"
 # ``code`` and ``sig`` also name harmless things ("error code=190", "code": "invalid_grant"): only long
 # values that are not a plain identifier (an OAuth code has digits or slashes) are redacted.
 _SHORT_KEYS = r"code|sig"
 # A bare value: up to a blank, quote, separator or closing bracket; a marker already in it counts as
 # part of it (whole, with its "]"), so a second pass sees what the first one left.
 _BARE = r"(?:\[REDACTED\]|[^\s\"'&,;)}\]])"
+# A value of several words ("password=correct horse battery staple", ODBC's "Password=My secret PW;")
+# runs on over blanks, but not past a sentence's end, an opening bracket, a dash between blanks or the
+# next "key=" / "key:" (the next field of a log line, or of a header block flattened onto one line).
+_RUN = (_BARE + r"+(?:(?<![.!?])[ \t]+(?![(\[{<]|[-–—|](?:\s|$)|[\w.-]+\s*(?:=>|[=:])"
+        r"|(?:access|refresh|id|session|auth)[ \t]+token\s*:)" + _BARE + r"+)*")
+_SEP = r"\s*(?:=>|[=:](?!>))\s*"  # key=value, key: value, and Ruby's and PHP's key => value
 _IDENTIFIER = re.compile(r"[A-Za-z_.-]+")
 
 
@@ -39,77 +47,144 @@ def _short_value(m: re.Match[str]) -> str:
 
 
 # An error's prose is not a key and its value: "Error validating access token: Session has expired"
-# (Meta), "refresh token: expired or revoked". Kept as written: a value that is a word only ever used
-# about a credential's state, and after "<access|refresh|id|session|auth> token:" one plain word
-# followed by another (or by what a rule left: a second pass must change nothing) — where that
-# "<access…>" word is prose itself, not the value of a key before it ("password=access token: …").
-# Everything else in the form is redacted as before ("password: letmein for bob" included). Only the
-# few characters before a match are looked at: linear however many keys a text holds.
-_WORD = re.compile(r"[A-Za-z]+")
-_PROSE_NEXT = re.compile(r"[ \t]+(?:\[REDACTED\]|[A-Za-z])")
+# (Meta), "api_key: Invalid API key provided" (Stripe), "INVALID_SESSION_ID: Session expired or invalid"
+# (Salesforce), "(using password: YES)" (MySQL). A value is kept as written when it is words only (no
+# digits but short numbers and dates, no symbols, no long run of letters: nothing a secret looks like)
+# and reads as prose: after ":" it starts with a word of prose or names the key itself in its first
+# words ("Client secret: Client secret has expired"), or it follows "<access|refresh|id|session|auth>
+# token:" with more than one word — where that "<access…>" word is prose itself, not the value of a
+# key before it ("password=access token: …"); after "=" only a status word ("token=expired") is kept.
+# Everything else is redacted, every word of it up to where the value ends. Only the few characters
+# before a match are looked at: linear however many keys a text holds. A passphrase made of plain
+# words that starts with a word of prose ("password: the quick brown fox") reads as prose and is kept.
 _PROSE_KEY = re.compile(r"(?i)(?:^|[^=:\s])[ \t]*(?<![\w-])(?:access|refresh|id|session|auth)[ \t]+$")
 _STATUS_WORDS = frozenset((
     "expired", "invalid", "revoked", "missing", "required", "malformed", "denied", "rejected", "unauthorized",
     "none", "null", "empty", "unknown", "incorrect", "wrong", "disabled", "inactive", "absent", "undefined",
+    "yes", "no", "true", "false", "mismatch", "mismatched", "forbidden", "failed", "expiring", "unset", "blank",
+    "invalid_grant", "invalid_token", "invalid_client", "invalid_request", "invalid_scope", "unauthorized_client",
+    "access_denied", "expired_token", "unsupported_grant_type", "not_found", "notfound",
 ))
+_PROSE_WORDS = _STATUS_WORDS | frozenset((
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "has", "have", "had", "must", "should", "could",
+    "would", "will", "can", "cannot", "may", "might", "does", "do", "did", "not", "please", "check", "verify",
+    "ensure", "try", "retry", "contact", "make", "for", "of", "to", "in", "on", "at", "by", "with", "from",
+    "this", "that", "your", "you", "our", "we", "it", "its", "their", "they", "no", "all", "any", "too",
+    "could", "unable", "error", "failure", "provided", "supplied", "specified", "given", "has", "doesn't",
+    "isn't", "wasn't", "can't", "couldn't", "didn't", "expected", "requires", "needs", "only", "already",
+))
+_PROSE_WORD = re.compile(r"(?:[A-Za-z]{1,15}(?:['’-][A-Za-z]{1,15})*|\d{1,4}|\d{4}-\d\d-\d\d(?:[T ][\d:.]{5,15})?Z?)"
+                         r"[.,!?:;]?")
+_KEY_WORDS = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])")
+
+
+def _prose(words: list[str]) -> bool:
+    """Every word plain: no digits but short numbers and dates, no symbols, no letters past 15 in a row."""
+    return all(w.lower() in _STATUS_WORDS or _PROSE_WORD.fullmatch(w) for w in words)
 
 
 def _bare_value(m: re.Match[str]) -> str:
     head, value = m.group(1), m.group(2)
-    if "=" not in head and head.rstrip()[-1:] == ":" and _WORD.fullmatch(value):
-        if value.lower() in _STATUS_WORDS and not _PROSE_NEXT.match(m.string, m.end()):
-            return m.group(0)  # "refresh token: expired" (a status word that ends the phrase)
-        if head.split(":", 1)[0].strip().lower() == "token" and _PROSE_NEXT.match(m.string, m.end()) \
-                and _PROSE_KEY.search(m.string[max(0, m.start() - 40):m.start()]):
+    start = m.start()
+    words = value.split()
+    first = words[0].rstrip(".,!?:;").lower()
+    if start and m.string[start - 1] in "?&":  # in a query string a value has no blanks
+        if first in _STATUS_WORDS and len(words) == 1:
+            return m.group(0)
+        return head + MARK + value[len(words[0]):]
+    if "=" in head:  # key=value, key => value: an assignment, not a sentence
+        if first in _STATUS_WORDS and _prose(words):
+            return m.group(0)
+        return head + MARK
+    if _prose(words):
+        key = head.split(":", 1)[0].strip(" \t\"'[]")
+        names = {w.lower() for w in _KEY_WORDS.findall(key) if len(w) > 2}
+        if first in _PROSE_WORDS or names & {w.rstrip(".,!?:;").lower() for w in words[:3]}:
+            return m.group(0)
+        if key.lower() == "token" and len(words) > 1 \
+                and _PROSE_KEY.search(m.string[max(0, start - 40):start]):
             return m.group(0)
     return head + MARK
 
 
+def _authorization(m: re.Match[str]) -> str:
+    """``Authorization: <scheme> <credentials>``, any scheme (Bearer, Basic, OAuth, SSWS, Zoho-oauthtoken…)
+    or none; prose about the header ("Authorization: denied", "authorization: failed for …") stays."""
+    head, scheme, value = m.group(1), m.group(2), m.group(3)
+    if value.startswith(MARK[:-1]):
+        return m.group(0)
+    if scheme is None:
+        return m.group(0) if value.rstrip(".,!?:;").lower() in _PROSE_WORDS else head + MARK
+    if scheme.lower() in _PROSE_WORDS:
+        return m.group(0)
+    return head + m.group(0)[len(head): m.start(3) - m.start(0)] + MARK
+
+
+# user:password@host:port without a scheme ("connect string admin:pw@db.internal:5432/app"): a guess from
+# the context, so not one of the shapes an identifier loses (its user@host may be what names it)
+_USER_PASS_HOST = (re.compile(r"(?<![\w/.:@%+-])([A-Za-z0-9._-]+:)(?!\[REDACTED\]@)[^\s@/:'\"]+@"
+                              r"(?=[A-Za-z0-9.-]+:\d{2,5}\b)"), r"\1" + MARK + "@")
+
 # Each rule: (compiled pattern, replacement). Order matters: the specific forms first.
 _RULES: list[tuple[re.Pattern[str], Any]] = [
-    # PEM private keys, whole block (a body never runs past the next BEGIN: linear on repeated BEGINs)
+    # PEM private keys, the whole block — or, cut off before its END line, all of it to the end of the
+    # field or its closing quote (a body never runs past the next BEGIN: linear on repeated BEGINs)
     (
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*(?:-(?!----END|----BEGIN)[^-]*)*"
-                   r"-----END [A-Z ]*PRIVATE KEY-----"),
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[^-\"]*(?:-(?!----END|----BEGIN)[^-\"]*)*"
+                   r"(?:-----END [A-Z ]*PRIVATE KEY-----)?"),
         "-----BEGIN PRIVATE KEY-----" + MARK + "-----END PRIVATE KEY-----",
     ),
-    # Authorization headers, also as a JSON or dict entry ("Authorization": "Basic …")
-    (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*(?:[\"']\s*)?(?:bearer|basic|token)\s+)(?!\[REDACTED\])[^\s\"',;]+"),
-     r"\1" + MARK),
-    # Cookie headers: every value of them (session cookies are credentials)
-    (re.compile(r"(?i)\b((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'][^\n\"']*"), r"\1" + MARK),
+    # Authorization headers, also as a JSON or dict entry ("Authorization": "Basic …"), any scheme
+    (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*(?:[\"']\s*)?)(?:([A-Za-z][\w.-]*)[ \t]+)?([^\s\"',;]+)"),
+     _authorization),
+    # Cookie headers: every name=value pair of them (session cookies are credentials), not what follows
+    (re.compile(r"(?i)\b((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])"
+                r"[^\s\"';=,]+=[^\s\"';]*(?:;[ \t]*[^\s\"';=,]+(?:=[^\s\"';]*)?)*"), r"\1" + MARK),
     # bare "Bearer xyz"
     (re.compile(r"(?i)\b(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MARK),
-    # DSN passwords: scheme://user:pass@host (the user may be empty), split at the last @ before the host.
-    # A scheme starts only where no scheme character precedes it: linear on long runs of them.
-    (re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\]@)[^\s/]*@(?=[^\s@/]+)"),
+    # DSN passwords: scheme://user:pass@host (the user may be empty), split at the last @ before the host;
+    # a password with a "/" in it runs to the first @. A scheme starts only where no scheme character
+    # precedes it: linear on long runs of them.
+    (re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\]@)(?:[^\s/]*@|[^\s@]*@)"
+                r"(?=[^\s@/]+)"),
      r"\1" + MARK + "@"),
+    _USER_PASS_HOST,
     # Slack webhook URLs
     (re.compile(r"https://hooks\.slack\.com/(services|workflows|triggers)/(?!\[REDACTED\])\S+"), r"https://hooks.slack.com/\1/" + MARK),
-    # JSON "key": "value" and Python 'key': 'value'
+    # JSON "key": "value", Python 'key': 'value', Ruby "key" => "value"
     (
-        re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\2\s*:\s*([\"']))(?!\[REDACTED\])"
+        re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\s*(?::|=>)\s*([\"']))(?!\[REDACTED\])"
                    r"(?:(?!\3)[^\\\n]|\\.)+(\3)"),
         r"\1" + MARK + r"\4",
     ),
-    # the same JSON quoted inside a string (a log line or another JSON value): \"key\": \"value\"
+    # the same JSON quoted inside a string, once or more (a log line, another JSON value, Airbyte's
+    # messages): \"key\": \"value\", \\"key\\": \\"value\\"; an escaped quote in the value is part of it
     (
-        re.compile(r"(?i)(\\([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\\\2\s*:\s*\\\2)(?!\[REDACTED\])"
-                   r"(?:(?!\\\2)[^\n])+(\\\2)"),
-        r"\1" + MARK + r"\3",
+        re.compile(r"(?i)((\\+)([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\3\s*(?::|=>)\s*\2\3)(?!\[REDACTED\])"
+                   r"(?:(?!(?<!\\)\2\3)[^\n])+((?<!\\)\2\3)"),
+        r"\1" + MARK + r"\4",
     ),
     # JSON "key": 12345678
-    (re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _KEYS + r")\2\s*:\s*)-?[0-9][0-9.eE+-]*"), r"\1" + MARK),
-    # key="quoted value, maybe with blanks" and key: 'quoted value'
+    (re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\s*(?::|=>)\s*)-?[0-9][0-9.eE+-]*"), r"\1" + MARK),
+    # JSON in a URL's query: %22key%22%3A%22value%22
+    (re.compile(r"(?i)(%22[a-z0-9_-]*?(?:" + _KEYS + r")%22(?:%3A|:)(?:%20|\+)*%22)(?!\[REDACTED\])"
+                r"(?:(?!%22)[^\s&\"])+(%22)"), r"\1" + MARK + r"\2"),
+    # a URL in a URL: ?next=https%3A%2F%2Fx%2F%3Faccess_token%3Dvalue (encoded once or more)
+    (re.compile(r"(?i)((?:" + _KEYS + r")(?:%25)*%3D)(?!\[REDACTED\])(?:[A-Za-z0-9._~+/-]|%(?!(?:25)*26)[0-9A-F]{2})+"),
+     r"\1" + MARK),
+    # XML: <password>value</password>, <ns:ClientSecret a="b">value</ns:ClientSecret>
+    (re.compile(r"(?i)(<((?:[a-z0-9_-]+:)?[a-z0-9_-]*?(?:" + _KEYS + r"))(?:\s[^<>]*)?>)(?!\[REDACTED\])[^<]+(</\2\s*>)"),
+     r"\1" + MARK + r"\3"),
+    # key="quoted value, maybe with blanks", key: 'quoted value', key => "value"
     (
-        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*([\"']))(?!\[REDACTED\])"
+        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\]?" + _SEP + r"([\"']))(?!\[REDACTED\])"
                    r"(?:(?!\2)[^\\\n]|\\.)+(\2)"),
         r"\1" + MARK + r"\3",
     ),
-    # key=value and key: value (query strings, logs, YAML) — but not prose (_bare_value)
+    # key=value and key: value (query strings, logs, YAML, PHP's [key] => value) — not prose (_bare_value)
     (
-        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\s*[=:]\s*[\"']?)(?!\[REDACTED\])(" + _BARE + r"+)"),
-        lambda m: _bare_value(m),
+        re.compile(r"(?i)(?<![\w-])([a-z0-9_-]*?(?:" + _KEYS + r")\]?" + _SEP + r"[\"']?)(?!\[REDACTED\])(" + _RUN + r")"),
+        _bare_value,
     ),
     (
         re.compile(r"(?i)(([\"'])(?:" + _SHORT_KEYS + r")\2\s*:\s*[\"'])(?!\[REDACTED\])(?P<v>(?:\[REDACTED\]|[^\s\"'\]]){12,})"),
@@ -121,12 +196,13 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
     ),
     # Well-known token shapes, wherever they stand
     (re.compile(r"(?<![\w-])eyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]*"), MARK),
-    (re.compile(r"\b(xox[abposr]-)[\w-]{10,}"), r"\1" + MARK),
+    (re.compile(r"\b(xox[abposre]-)[\w-]{10,}"), r"\1" + MARK),
     (re.compile(r"\b(xapp-\d-)[\w-]+"), r"\1" + MARK),
     (re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{10,}"), r"\1" + MARK),
     (re.compile(r"\b(gh[pousr]_)[A-Za-z0-9]{36,}"), r"\1" + MARK),
     (re.compile(r"\b(github_pat_)\w{22,}"), r"\1" + MARK),
     (re.compile(r"\b(AKIA)[0-9A-Z]{16}\b"), r"\1" + MARK),
+    (re.compile(r"\b(AIza)[0-9A-Za-z_-]{35}"), r"\1" + MARK),
     (re.compile(r"\b(ya29\.)[\w-]+"), r"\1" + MARK),
     (re.compile(r"(?<![\w/])(1//)[\w-]{20,}"), r"\1" + MARK),
     (re.compile(r"\b(whsec_)[A-Za-z0-9+/=]{8,}"), r"\1" + MARK),
@@ -147,7 +223,8 @@ def redact(text: str) -> str:
 
 # What is a secret wherever it stands, whatever surrounds it: PEM keys, "Bearer …", DSN passwords, Slack
 # webhooks and the well-known token shapes — not the key=value forms, which can be an id's own words.
-_SHAPES = [rule for rule in _RULES if not any(k in rule[0].pattern for k in (_KEYS, _SHORT_KEYS, "cookie"))]
+_SHAPES = [rule for rule in _RULES if rule is not _USER_PASS_HOST
+           and not any(k in rule[0].pattern for k in (_KEYS, _SHORT_KEYS, "cookie"))]
 
 
 def redact_shapes(text: str) -> str:
@@ -155,12 +232,28 @@ def redact_shapes(text: str) -> str:
     return _apply(_SHAPES, text) if text else text
 
 
+# A field, label or log value whose name says it is a credential ("client_secret", "AccountKey", "auth"):
+# its whole value is one, whatever it looks like.
+# Not every "…key" names a secret here: "dedup_key", "routing_key" and "group_key" are labels that
+# alerts matches and groups on; only the kinds of key that are credentials.
+_NAME_KEYS = _JSON_KEYS.replace("|key", "") + (
+    r"|(?:api|access|secret|private|account|subscription|application|sharedaccess|client|master|signing"
+    r"|encryption)[_-]?key")
+_SECRET_NAME = re.compile(r"(?i)[a-z0-9_.\[\]-]*?(?:" + _NAME_KEYS + r")")
+
+
+def secret_name(name: str) -> bool:
+    """Whether a key's name says its value is a credential."""
+    return bool(_SECRET_NAME.fullmatch(name.strip()))
+
+
 def redact_value(value: object) -> object:
-    """Redact every string inside a JSON-like value."""
+    """Redact every string inside a JSON-like value; a value under a credential's name is redacted whole."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
+        return {k: MARK if isinstance(k, str) and secret_name(k) and isinstance(v, str | int | float) and v != ""
+                and not isinstance(v, bool) else redact_value(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_value(v) for v in value]
     return value
@@ -201,6 +294,12 @@ def _unsafe_removed(text: str, keep_newlines: bool) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def visible(text: str | None) -> bool:
+    """Whether ``text`` has a character that shows: not only blanks, controls, zero-width or format
+    characters (U+200B, a BOM, bidi marks) — an id made of those names nothing anyone can read."""
+    return bool(text) and any(not c.isspace() and unicodedata.category(c)[0] not in "CZ" for c in text)  # type: ignore[union-attr]
+
+
 def clean(text: str | None, *, limit: int = 4096, keep_newlines: bool = False) -> str | None:
     """Sanitise, redact, then cut to ``limit``: what every free-text field goes through at ingest.
 
@@ -234,5 +333,12 @@ def clean_id(text: str | None, limit: int) -> str | None:
 
 
 def clean_labels(labels: dict[str, str]) -> dict[str, str]:
-    """Labels as stored and shown: keys and values sanitised and redacted."""
-    return {clean_field(k, 100) or k: clean_field(v, 1000) or "" for k, v in labels.items()}
+    """Labels as stored and shown: keys and values sanitised and redacted; the value of a label named like
+    a credential ("client_secret", "api_key") redacted whole; a label whose name is nothing once cleaned
+    (control characters only) dropped."""
+    out: dict[str, str] = {}
+    for k, v in labels.items():
+        key = clean_field(k, 100)
+        if key:
+            out[key] = MARK if v and secret_name(key) else clean_field(v, 1000) or ""
+    return out
