@@ -314,13 +314,13 @@ def list_cmd(
 
 def _change(alert_id: int, config: Path | None, action: str, by: str) -> None:
     from alerts import ingest
-    from alerts.storage import Alert, session_scope
+    from alerts.storage import Alert, get_row, session_scope
 
     settings = settings_from(config)
     catalog = catalog_from(settings)
     engine = engine_from(settings)
     with session_scope(engine) as session:
-        alert = session.get(Alert, alert_id)
+        alert = get_row(session, Alert, alert_id)
         if alert is None:
             fail(f"no alert {alert_id}", 1)
         assert alert is not None
@@ -386,20 +386,24 @@ def silence_add(
 ) -> None:
     """Silence matching alerts: they keep counting but send nothing until the silence ends."""
     from alerts import silences
+    from alerts.redact import sanitize, visible
     from alerts.web.problems import Problem
     from alerts.web.silences import SilenceCreate, create_silence
 
     settings = settings_from(config)
     catalog = catalog_from(settings)
-    if integration is not None and not integration.strip():
-        fail("--integration must not be empty (--integration '*' silences every integration)")
+    if integration is not None and not visible(sanitize(integration)):
+        fail("--integration needs a visible character (--integration '*' silences every integration)")
     if integration is None and not provider and not code:
         fail("give at least one of --integration, --provider, --code (--integration '*' silences every integration)")
     try:
         body = SilenceCreate(integration=integration or "*", provider=provider, code=code, duration=duration,
                              comment=comment, author=author)
     except ValueError as exc:
-        fail(str(exc).splitlines()[-1] if "duration" not in str(exc) else f"--for: invalid duration {duration!r}")
+        text = str(exc)
+        fail(text.splitlines()[-1] if "duration" not in text
+             else f"--for: duration {duration!r} is too long (at most 100y)" if "too long" in text
+             else f"--for: invalid duration {duration!r}")
     from datetime import timedelta
 
     from alerts.durations import parse_duration

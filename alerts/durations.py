@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
@@ -19,6 +19,8 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
+        if value > MAX_SECONDS:
+            raise ValueError(f"duration {value!r} is too long (at most 100y)")
         return timedelta(seconds=value)
     if not isinstance(value, str):
         raise ValueError("a duration is a string such as '30s', '5m', '4h', '1h30m' or '7d'")
@@ -28,7 +30,27 @@ def parse_duration(value: object) -> timedelta:
     if not _WHOLE.fullmatch(text):
         raise ValueError(f"invalid duration {value!r}: use e.g. '30s', '5m', '4h', '1h30m' or '7d'")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"duration {value!r} is too long (at most 100y)")
     return timedelta(seconds=seconds)
+
+
+MAX_SECONDS = 100 * 365 * 86400  # far past any silence, lifetime or lead; far below timedelta's limit
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)  # room to add any duration (at most 100y) without overflowing
+
+
+def bounded_utc(value: datetime, *, latest: datetime | None = LATEST) -> datetime:
+    """An aware time as UTC, from 1970 on and before ``latest`` (9000; ``None``: any time Python can hold
+    in UTC). A time that cannot be held in UTC (9999-12-31T23:59:59-14:00) or lies outside is a
+    ``ValueError`` with a message for the sender, never an ``OverflowError`` deeper in."""
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("is out of range (from 1970 to 9000)") from None
+    if utc < EARLIEST or (latest is not None and utc >= latest):
+        raise ValueError("is out of range (from 1970 to 9000)")
+    return utc
 
 
 def format_duration(delta: timedelta) -> str:

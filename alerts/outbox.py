@@ -32,7 +32,7 @@ from alerts.fastsql import Raw
 from alerts.models import DeliveryStatus, as_utc, utcnow
 from alerts.redact import redact
 from alerts.routing import Target
-from alerts.storage import Notification, session_scope
+from alerts.storage import Notification, get_row, session_scope
 
 
 def idempotency_key(alert_id: int | None, receiver: str, channel: str, kind: str, seq: int | str) -> str:
@@ -264,7 +264,7 @@ def save_payload(engine: Engine, row_id: int, payload: dict) -> None:
 def requeue(engine: Engine, row_id: int, *, now: datetime) -> bool:
     """Give a dead row another chance (operators' command)."""
     with session_scope(engine) as session:
-        row = session.get(Notification, row_id)
+        row = get_row(session, Notification, row_id)
         if row is None or row.status != DeliveryStatus.dead:
             return False
         row.status = DeliveryStatus.pending

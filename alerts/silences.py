@@ -7,6 +7,7 @@ one message goes out (see :func:`alerts.ingest.refresh_silences`).
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from types import SimpleNamespace
@@ -15,6 +16,11 @@ from sqlmodel import Session, select
 
 from alerts.fastsql import Raw
 from alerts.storage import Alert, Silence
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as an fnmatch pattern that matches only itself (silence matchers are globs)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def matches(silence: Silence, alert: Alert) -> bool:

@@ -232,6 +232,15 @@ class Token(SQLModel, table=True):
 WAL_AUTOCHECKPOINT = 16384
 
 
+MAX_ROW_ID = 2**63 - 1  # the largest id either database stores
+
+
+def get_row(session: Session, model: Any, row_id: int) -> Any:
+    """``session.get(model, row_id)`` for an id from a request or the command line: one that no row can
+    have (0, negative, past 64 bits) is simply not found, not an overflow in the driver."""
+    return session.get(model, row_id) if 0 < row_id <= MAX_ROW_ID else None
+
+
 def sqlite_path(url: str) -> Path | None:
     u = sa.engine.make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":

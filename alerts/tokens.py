@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from alerts.models import AlertState, Kind, as_utc
 from alerts.redact import clean_field, clean_id, redact
 from alerts.storage import Alert, Token, session_scope
 
+log = logging.getLogger("alerts.tokens")
 CODE = "token_expiring"
 
 
@@ -86,6 +88,14 @@ def due_leads(expires: datetime, *, now: datetime, leads: list[timedelta], warne
     return [lead for lead in leads if now >= expires - lead and int(lead.total_seconds()) not in warned]
 
 
+def _leads(token: Token, expires: datetime, leads: list[timedelta]) -> list[timedelta]:
+    """The lead times that fall after the token was issued: a 7-day token warned 7 days ahead would warn
+    the moment it is issued — right after the reauthorization that made it."""
+    if token.issued_at is None:
+        return leads
+    return [lead for lead in leads if expires - lead > as_utc(token.issued_at)]
+
+
 def fingerprint(integration_id: str) -> str:
     return hashlib.sha256(f"{CODE}\x1f{integration_id}".encode()).hexdigest()[:32]
 
@@ -104,9 +114,9 @@ def upsert(session: Session, *, data: dict[str, Any], settings: Settings, catalo
             setattr(token, key, data[key])
     if token.reauthorize_url:  # a link carrying a credential is kept redacted (and so never used: links)
         token.reauthorize_url = redact(token.reauthorize_url)
-    if data.get("scopes") is not None:
-        token.scopes = list(data["scopes"])
-    token.provider = catalog.canonical_provider(token.provider)
+    if data.get("scopes") is not None:  # free text as any event's: sanitised and redacted
+        token.scopes = [s for s in (clean_field(str(scope), 200) for scope in data["scopes"]) if s]
+    token.provider = clean_field(catalog.canonical_provider(token.provider), 100)
     token.integration_name = clean_field(token.integration_name, 200)
     token.updated_at = now
     if reauthorized or data.get("expires_at") is not None:
@@ -135,10 +145,14 @@ def check(engine: Engine, *, settings: Settings, catalog: Catalog, now: datetime
     with session_scope(engine) as session:
         for token in session.exec(select(Token)).all():
             life = lifetime_for(token.provider, settings=settings, catalog=catalog)
-            expires = expiry(token, life)
-            if expires is None:
+            try:
+                expires = expiry(token, life)
+                due = due_leads(expires, now=now, leads=_leads(token, expires, lead_times(token.provider, settings)),
+                                warned=list(token.warned)) if expires is not None else []
+            except (OverflowError, ValueError):  # a date stored before 1970–9000 was checked: skip that one row
+                log.warning("token dates out of range; no expiry warning",
+                            extra={"integration_id": token.integration_id})
                 continue
-            due = due_leads(expires, now=now, leads=lead_times(token.provider, settings), warned=list(token.warned))
             if not due:
                 continue
             token.warned = sorted({*token.warned, *(int(d.total_seconds()) for d in due)})
@@ -163,7 +177,8 @@ def _warn(session: Session, token: Token, *, expires: datetime, life: Lifetime |
         reg = settings.integration(token.integration_id)
         url, _ = reauthorize_url(links=settings.links, integration_id=token.integration_id, provider=token.provider,
                                  account_id=reg.account_id if reg else None,
-                                 candidates=(token.reauthorize_url, reg.reauthorize_url if reg else None))
+                                 candidates=(token.reauthorize_url,),
+                                 configured=str(reg.reauthorize_url) if reg and reg.reauthorize_url else None)
         alert = Alert(
             fingerprint=fingerprint(token.integration_id),
             integration_id=token.integration_id,

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.conftest import IN_CI
+from tests.helpers import alerts
 from tests.peers.browser import CHROMIUM_ARGS, chromium_path
 from tests.peers.server import ServerProcess
 
@@ -149,3 +150,17 @@ def test_the_alert_page_names_the_owner_and_a_fixed_alert_offers_no_buttons(make
     page = client.get(f"/alerts/{alert_id}").text
     assert ">Resolve</button>" not in page and ">Reauthorize<" not in page and "Silence 24 h" not in page
     assert "fixed after 7m" in page
+
+
+def test_silence_from_the_dashboard_silences_that_one_integration_even_if_its_id_reads_as_a_glob(client) -> None:
+    """Found by a hostile-input review: the id "*" silenced every open alert; "sf[prod]" silenced "sfp"."""
+    engine = client.app.state.engine
+    ids = {}
+    for iid in ("*", "sf[prod]", "sfp", "other"):
+        [ids[iid]] = client.post("/v1/events", json={"integration_id": iid, "error": "invalid_grant"}).json()["alert_ids"]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
+    for iid in ("*", "sf[prod]"):
+        r = client.post(f"/ui/alerts/{ids[iid]}/silence", data={"csrf": csrf}, follow_redirects=False)
+        assert r.status_code == 303
+    silenced = {a.integration_id: a.silenced for a in alerts(engine)}
+    assert silenced == {"*": True, "sf[prod]": True, "sfp": False, "other": False}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import json
+import re
+from datetime import timedelta
 from email import policy
 
 import pytest
@@ -118,6 +120,39 @@ def test_secrets_in_every_free_text_field_stay_out_of_the_database_and_the_messa
     assert [c for c in canaries if c in sent] == []
 
 
+LEAK_FORMS = [  # found by a review that posted each to a server and grepped what it kept and sent
+    "invalid_grant: login with user=bob password=correct CanaryHorse11 CanaryStaple12 failed",
+    'Response 401 for "Authorization": "OAuth 00DCanaryOAuth13!AQ4AQ" invalid_grant',
+    "invalid_grant for Driver={ODBC};Password=My CanaryOdbc14 PW;Encrypt=True",
+    r'invalid_grant {\\"client_secret\\":\\"CanaryDouble15\\"}',
+    "invalid_grant at postgresql://etl:CanarySlash16/Yz+9q==@db.internal:5432/app",
+    "invalid_grant DefaultEndpointsProtocol=https;AccountKey=CanaryAzure17==;EndpointSuffix=x",
+]
+
+
+def test_secrets_in_forms_found_by_review_stay_out_of_the_database_and_the_messages(client, tmp_path, clock) -> None:
+    engine = client.app.state.engine
+    for i, error in enumerate(LEAK_FORMS):
+        r = post(client, {"integration_id": f"leak-{i}", "provider": "google", "error": error,
+                          "labels": {"client_secret": "CanaryLabel18", "team": "data"}})
+        assert r.status_code == 202, r.text
+    r = client.post("/v1/tokens", json={"integration_id": "leak-token", "provider": "xoxb-1234567890-CanaryProv19",
+                                        "scopes": ["read", "password=CanaryScope20"],
+                                        "expires_at": (clock.now + timedelta(hours=1)).isoformat()})
+    assert r.status_code == 202, r.text
+    run_worker_once(client.app)
+    run_worker_once(client.app)
+    found = alerts(engine)
+    assert len(found) == len(LEAK_FORMS) + 1  # every one still an alert: classified before redaction
+    assert {a.labels["client_secret"] for a in found if a.labels} == {"[REDACTED]"}
+    engine.dispose()
+    db = tmp_path / "alerts.db"
+    stored = b"".join(p.read_bytes() for p in (db, db.with_name("alerts.db-wal")) if p.exists())
+    sent = b"".join(p.read_bytes() for p in (tmp_path / "outbox").iterdir())
+    assert b"leak-token" in sent and b"leak-3" in sent  # the messages went out
+    assert sorted(set(re.findall(rb"Canary[A-Za-z]+\d+", stored + sent))) == []
+
+
 def test_ids_keep_their_words_so_two_integrations_stay_two(client) -> None:
     """Only token shapes leave an id: "vault-token:prod" and "vault-token:stage" are two alerts."""
     for iid in ("vault-token:prod", "vault-token:stage"):
@@ -168,7 +203,17 @@ BAD = [
     pytest.param(b'{"integration_id": "   ", "error": "e"}', "application/json", 422, "visible character",
                  id="blank-id"),
     pytest.param(b'{"integration_id": "\\u0000\\u001b", "error": "e"}', "application/json", 422, "visible character",
-                 id="control-id"),
+                 id="control-id"),    # found by a hostile-input review: each was a 500, or stored what it should not have
+    pytest.param(b'{"integration_id": "\\u200b\\ufeff", "error": "e"}', "application/json", 422, "visible character",
+                 id="zero-width-id"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "occurred_at": "9999-12-31T23:59:59-14:00"}',
+                 "application/json", 422, "out of range", id="time-past-utc"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "occurred_at": "0001-01-01T00:00:00+14:00"}',
+                 "application/json", 422, "out of range", id="time-before-utc"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "occurred_at": "1969-12-31T00:00:00Z"}',
+                 "application/json", 422, "out of range", id="time-before-1970"),
+    pytest.param(b'{"integration_id": "x", "error": "e", "event_id": "fivetran-abc"}', "application/json", 422,
+                 "fivetran-", id="reserved-event-id"),
 ]
 
 
@@ -182,6 +227,26 @@ def test_bad_input_is_refused_with_problem_json_and_stores_nothing(client, body,
     assert problem["status"] == status and detail in problem["detail"]
     assert rows(engine, Event) == [] and rows(engine, Alert) == [] and rows(engine, Notification) == []
     assert post(client, SF).status_code == 202  # and the server keeps serving
+
+
+def test_lone_surrogates_are_cleaned_whichever_path_reads_the_event(client) -> None:
+    """The fast path and the model agree: a lone surrogate becomes U+FFFD, never a 422 (R3.3)."""
+    engine = client.app.state.engine
+    for body in (b'{"integration_id": "a", "error": "invalid_grant \\ud800"}',
+                 b'{"integration_id": "b\\tc", "error": "invalid_grant \\ud800"}',
+                 b'[{"integration_id": "d", "error": "invalid_grant"}, {"integration_id": "\\u00e9", '
+                 b'"error": "invalid_grant \\udfff", "labels": {"k\\ud800": "v"}}]'):
+        r = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 202, r.text
+    stored = sorted(e.error for e in events(engine))
+    assert stored == ["invalid_grant", "invalid_grant \ufffd", "invalid_grant \ufffd", "invalid_grant \ufffd"]
+
+
+def test_a_long_error_is_cut_not_refused(client) -> None:
+    r = post(client, {"integration_id": "x", "error": "invalid_grant " + "x" * 70_000})
+    assert r.status_code == 202
+    [event] = events(client.app.state.engine)
+    assert event.error.startswith("invalid_grant") and event.error.endswith("…[truncated]") and len(event.error) == 4096
 
 
 def test_ten_megabyte_body_is_refused_before_reading(client) -> None:
@@ -245,3 +310,19 @@ def test_a_broken_schema_is_a_500_not_a_503_to_retry_for_ever(client, tmp_path) 
     con.close()
     r = post(client, SF)
     assert r.status_code == 500 and "retry-after" not in r.headers, r.text
+
+
+def test_ids_past_64_bits_are_not_found_not_a_crash(client) -> None:
+    big = "99999999999999999999"
+    assert post(client, SF).status_code == 202
+    for method, path, status in [("GET", f"/v1/alerts/{big}", 404), ("POST", f"/v1/alerts/{big}/ack", 404),
+                                 ("POST", f"/v1/alerts/{big}/resolve", 404),
+                                 ("POST", f"/v1/notifications/{big}/requeue", 409),  # as for any id not dead
+                                 ("GET", "/v1/alerts/9223372036854775808", 404)]:
+        r = client.request(method, path)
+        assert r.status_code == status and r.headers["content-type"] == "application/problem+json", (path, r.text)
+    import base64
+    cursor = base64.urlsafe_b64encode(b"id:99999999999999999999999").decode().rstrip("=")
+    r = client.get(f"/v1/alerts?cursor={cursor}")
+    assert r.status_code == 400 and "cursor" in r.json()["detail"]
+    assert len(client.get("/v1/alerts").json()["alerts"]) == 1

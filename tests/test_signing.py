@@ -53,8 +53,11 @@ def test_native_replay_is_acknowledged_not_counted(signed, clock) -> None:
 def test_native_array_gets_one_key_per_event(signed) -> None:
     body = kit.dumps([SF, {**SF, "event_id": "own-id"}, SF])
     assert kit.native(signed, body, msg_id="msg_batch").json()["accepted"] == 3
-    assert sorted(e.event_id for e in events(signed.app.state.engine)) == ["msg_batch-0", "msg_batch-2", "own-id"]
+    assert sorted(e.event_id for e in events(signed.app.state.engine)) == ["msg_batch#0", "msg_batch#2", "own-id"]
     assert kit.native(signed, body, msg_id="msg_batch").json()["duplicates"] == 3
+    # a later delivery whose own id reads like one of those is another delivery, not a replay
+    later = kit.native(signed, kit.dumps({**SF, "integration_id": "other"}), msg_id="msg_batch-2")
+    assert later.json()["accepted"] == 1 and len(events(signed.app.state.engine)) == 4
 
 
 def test_native_rotated_secret_passes(signed) -> None:

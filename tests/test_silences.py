@@ -60,10 +60,17 @@ def test_silence_validation(client) -> None:
         ({"integration": "x", "duration": "1h", "bogus": 1}, "bogus"),
         ({"integration": "x", "ends_at": "2020-01-01T00:00:00Z"}, "future"),
         ({"duration": "1h"}, "at least one of integration, provider, code"),  # no matcher: not "mute everything"
+        ({"integration": "\u0000", "duration": "1h"}, "visible character"),  # cleans to nothing: not "*"
+        ({"integration": "\u202e\u001b", "duration": "1h"}, "visible character"),
+        ({"integration": "x", "duration": "9999999999d"}, "too long"),
+        ({"code": "invalid_grnt", "duration": "1h"}, "did you mean invalid_grant?"),  # a typo silences nothing
+        ({"integration": "x", "ends_at": "9999-12-31T23:59:59-14:00"}, "out of range"),
+        ({"integration": "x", "starts_at": "9999-12-31T20:00:00Z", "duration": "1d"}, "out of range"),
     ]:
         r = client.post("/v1/silences", json=body)
         assert r.status_code == 422 and detail in r.json()["detail"], (body, r.text)
     assert client.delete("/v1/silences/999").status_code == 404
+    assert client.delete("/v1/silences/99999999999999999999").status_code == 404  # past 64 bits: no such row
     assert client.get("/v1/silences?state=all").json() == {"silences": []}
 
 
@@ -85,8 +92,14 @@ def test_silence_cli(tmp_path) -> None:
     assert r.returncode == 2 and "--for" in r.stderr
     r = cli("silence", "add", cwd=tmp_path)
     assert r.returncode == 2 and "at least one" in r.stderr
-    r = cli("silence", "add", "--integration", "", "--for", "1h", cwd=tmp_path)  # an unset $ID: not "everything"
-    assert r.returncode == 2 and "--integration must not be empty" in r.stderr, r.stderr
+    for blank in ("", "\u202e"):  # an unset $ID, or one that cleans to nothing: not "everything"
+        r = cli("silence", "add", "--integration", blank, "--for", "1h", cwd=tmp_path)
+        assert r.returncode == 2 and "--integration needs a visible character" in r.stderr, r.stderr
+    r = cli("silence", "add", "--integration", "x", "--for", "99999999999d", cwd=tmp_path)
+    assert r.returncode == 2 and "too long" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    for args in (("silence", "expire"), ("ack",), ("resolve",), ("requeue",)):  # past 64 bits: no such row
+        r = cli(*args, "99999999999999999999", cwd=tmp_path)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and "99999999999999999999" in r.stderr, (args, r.stderr)
     r = cli("silence", "add", "--integration", "x", "--for", "0s", cwd=tmp_path)
     assert r.returncode == 2 and "--for must be longer than 0s" in r.stderr, r.stderr
     r = cli("silence", "add", "--integration", "*", "--for", "1h", "--json", cwd=tmp_path)  # said so: every one

@@ -99,6 +99,11 @@ def test_bad_token_bodies(client) -> None:
         ({"provider": "google"}, "integration_id"),
         ({"integration_id": "x", "issued_at": "2026-11-28T09:00:00"}, "timezone"),
         ({"integration_id": "x", "access_token": "ya29.secret"}, "access_token"),
+        # found by a hostile-input review: a 500 that stored the row, then stopped the worker's every tick
+        ({"integration_id": "x", "expires_at": "0001-01-02T00:00:00Z"}, "out of range"),
+        ({"integration_id": "x", "issued_at": "9999-12-31T00:00:00Z", "provider": "google"}, "out of range"),
+        ({"integration_id": "\u0000", "expires_at": "2027-01-01T00:00:00Z"}, "visible character"),
+        ({"integration_id": "\u200b", "expires_at": "2027-01-01T00:00:00Z"}, "visible character"),
     ]:
         r = client.post("/v1/tokens", json=body)
         assert r.status_code == 422 and detail in r.json()["detail"]
@@ -108,6 +113,7 @@ def test_bad_token_bodies(client) -> None:
     r = client.post("/v1/tokens", json=[{"integration_id": "x"}, {"integration_id": "y", "last_used_at": "yesterday"}])
     assert r.status_code == 422 and r.json()["detail"].startswith("1.last_used_at: "), r.text
     assert client.get("/v1/tokens").json() == {"tokens": []}
+    assert run_worker_once(client.app) == 0  # and the worker's tick still runs
 
 
 @pytest.mark.parametrize(
@@ -138,3 +144,28 @@ def test_documented_lifetimes_apply_when_no_expiry_is_reported(make_client, make
     run_worker_once(client.app)
     [w] = warnings(client.app.state.engine)
     assert "unused for 60 days" in w.last_error and w.code == "token_expiring"
+
+
+def test_a_token_warning_reads_as_a_warning_and_a_short_lived_token_is_not_warned_at_birth(make_client, make_settings,
+                                                                                          clock, tmp_path) -> None:
+    """Found by a user review: a warning read "FIRING: … cannot authenticate … 1 failure"; and with a 7-day
+    token warned 7 days ahead, every reauthorization was followed at once by a new warning."""
+    import email
+    from email import policy
+
+    client = make_client(make_settings(tokens={"providers": {"google": {"warn_before": ["7d", "1d"], "lifetime": "7d",
+                                                                        "basis": "issued"}}}))
+    r = client.post("/v1/tokens", json={"integration_id": "ga4", "provider": "google", "issued_at": iso(clock.now)})
+    assert r.status_code == 202, r.text
+    run_worker_once(client.app)
+    assert warnings(client.app.state.engine) == []  # the 7d lead falls at its issue: not a warning
+    clock.advance(days=6, hours=1)
+    run_worker_once(client.app)
+    run_worker_once(client.app)
+    [w] = warnings(client.app.state.engine)
+    [sent] = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
+              for p in (tmp_path / "outbox").iterdir() if p.suffix == ".eml"]
+    assert sent["Subject"].startswith("[EXPIRING SOON] ga4"), sent["Subject"]
+    text = sent.get_body(("plain",)).get_content()
+    assert "needs reauthorizing before its refresh token expires" in text and "in 23h" in text
+    assert "cannot authenticate" not in text and "failure" not in text

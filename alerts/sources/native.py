@@ -16,12 +16,16 @@ from pydantic import (
     field_validator,
 )
 
+from alerts.durations import bounded_utc
 from alerts.models import AuthErrorEvent, EventStatus
-from alerts.redact import sanitize
+from alerts.redact import sanitize, visible
 
 EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
-# Length limits here are generous; free text is sanitised and cut to size at ingest (R3.3), not rejected.
-Text = Annotated[str, StringConstraints(max_length=65536)]
+# The ids alerts makes for the events of its other sources: an event of this API naming one would claim
+# it, and that source's real event would then count as its duplicate (and open nothing).
+RESERVED_ID_PREFIXES = ("fivetran-", "airbyte-", "alertmanager-", "pagerduty-", "stitch-", "log-")
+# Free text is sanitised and cut to size at ingest (R3.3), not rejected: only the body limit bounds it.
+Text = str
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
@@ -64,8 +68,16 @@ class NativeEvent(BaseModel):
     @field_validator("integration_id")
     @classmethod
     def _visible(cls, v: str) -> str:
-        if not (sanitize(v, limit=200) or "").strip():
+        if not visible(sanitize(v, limit=200)):
             raise ValueError("integration_id needs a visible character (it names the integration in every message)")
+        return v
+
+    @field_validator("event_id")
+    @classmethod
+    def _not_reserved(cls, v: str | None) -> str | None:
+        if v is not None and v.startswith(RESERVED_ID_PREFIXES):
+            raise ValueError(f"event_id must not start with {v.split('-', 1)[0]}- (the ids alerts makes for that "
+                             "source's webhooks)")
         return v
 
     @field_validator("occurred_at")
@@ -73,6 +85,11 @@ class NativeEvent(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             raise ValueError("occurred_at needs a timezone (RFC 3339, e.g. 2026-11-28T09:30:00Z)")
+        if v is not None:
+            try:
+                bounded_utc(v, latest=None)  # a time after now counts as now (ingest); one UTC cannot hold is no time
+            except ValueError:
+                raise ValueError("occurred_at is out of range (from 1970 to 9999-12-31 UTC)") from None
         return v
 
     def validate_failure(self) -> None:
@@ -114,7 +131,7 @@ _datetime = TypeAdapter(datetime)
 # form. What this does not recognise as valid goes through the model (_one), which accepts it the
 # same way or says what is wrong; so the fast check only has to be conservative, never complete.
 _TEXT_LIMITS = {
-    "integration_id": 1000, "error": 65536, "integration_name": 65536, "provider": 200, "error_code": 100,
+    "integration_id": 1000, "error": 1 << 30, "integration_name": 1 << 30, "provider": 200, "error_code": 100,
     "account_id": 1000, "reauthorize_url": 2000, "authorized_by": 320,
 }
 _STATUS = {"failed": EventStatus.failed, "succeeded": EventStatus.succeeded}
@@ -134,13 +151,13 @@ def _fast(item: dict[str, Any], source: str) -> AuthErrorEvent | None:
     iid = item.get("integration_id")
     given = item.get("status", "failed")
     status = _STATUS.get(given) if type(given) is str else None
-    if not iid or status is None or not (iid.isprintable() and iid.strip()):
+    if not iid or status is None or not (iid.isprintable() and iid.isascii() and iid.strip()):
         return None  # a blank or control-laden id: the model says what is wrong with it
     auth = item.get("auth_method")
     if auth is not None and (type(auth) is not str or auth not in _AUTH_METHODS):
         return None
     eid = item.get("event_id")
-    if eid is not None and not (type(eid) is str and _EVENT_ID(eid)):
+    if eid is not None and not (type(eid) is str and _EVENT_ID(eid) and not eid.startswith(RESERVED_ID_PREFIXES)):
         return None
     if status is EventStatus.failed and not (item.get("error") or item.get("error_code")):
         return None
@@ -151,6 +168,10 @@ def _fast(item: dict[str, Any], source: str) -> AuthErrorEvent | None:
         except ValidationError:
             return None
         if occurred.tzinfo is None:
+            return None
+        try:
+            bounded_utc(occurred, latest=None)
+        except ValueError:
             return None
     labels = item.get("labels")
     if labels is None:
@@ -184,6 +205,21 @@ def parse_native(data: Any, *, max_batch: int, source: str = "native") -> list[A
     return [e.to_event(source) for e in parse_events(data, max_batch=max_batch)]
 
 
+def _unsurrogated(value: Any) -> Any:
+    """Lone surrogates (``"\\ud800"`` in JSON) as U+FFFD, as sanitising makes them anywhere: the model
+    refuses them ("unable to parse raw data as a unicode string"), and free text is cleaned, not refused."""
+    if type(value) is str:
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
+    if type(value) is dict:
+        return {_unsurrogated(k): _unsurrogated(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_unsurrogated(v) for v in value]
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def parse_events(data: Any, *, max_batch: int) -> list[NativeEvent]:
     """One object or a non-empty array of at most ``max_batch`` objects."""
     items = data if isinstance(data, list) else [data]
@@ -202,7 +238,7 @@ def parse_events(data: Any, *, max_batch: int) -> list[NativeEvent]:
             errors.append({"loc": prefix, "msg": "an event is a JSON object"})
             continue
         try:
-            ev = _one.validate_python(item)
+            ev = _one.validate_python(_unsurrogated(item))
             ev.validate_failure()
         except ValidationError as exc:
             for e in exc.errors(include_url=False, include_input=False):

@@ -13,9 +13,10 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
+from alerts.durations import bounded_utc
 from alerts.models import AuthErrorEvent
 from alerts.redact import MAX_TEXT, sanitize
 
@@ -117,7 +118,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None or parsed.year < 1971:
         return None
-    return parsed.astimezone(UTC)
+    try:
+        return bounded_utc(parsed, latest=None)  # 9999-12-31T23:59:59-14:00 is past what UTC can hold
+    except ValueError:
+        return None
 
 
 def guess_provider(name: str | None, aliases: Mapping[str, str], *, passthrough: bool = True) -> str | None:

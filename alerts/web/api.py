@@ -19,7 +19,7 @@ from alerts.config import Settings
 from alerts.models import AlertState
 from alerts.sources.envelope import BadPayload, decode_json
 from alerts.sources.native import EventProblem, NativeEvent, parse_native
-from alerts.storage import Alert, Notification, session_scope
+from alerts.storage import MAX_ROW_ID, Alert, Notification, get_row, session_scope
 from alerts.web import webhooks
 from alerts.web.problems import Problem
 
@@ -183,7 +183,7 @@ def alert_public(alert: Alert, catalog: Catalog) -> dict[str, Any]:
         "first_notified_at": _iso(alert.first_notified_at),
         "remediation": (
             {"title": entry.title, "cause": entry.cause, "solution": entry.solution_for(alert.auth_method),
-             "action": entry.action, "causes": list(entry.causes), "docs": entry.docs}
+             "action": entry.action_for(alert.auth_method), "causes": list(entry.causes), "docs": entry.docs}
             if entry else None
         ),
     }
@@ -201,7 +201,7 @@ def _uncursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
-        if kind != "id":
+        if kind != "id" or not value.isdigit() or not 0 < int(value) <= MAX_ROW_ID:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
@@ -241,7 +241,7 @@ def get_alerts(
 
 def _get_alert(engine: Engine, alert_id: int) -> Alert:
     with session_scope(engine) as session:
-        alert = session.get(Alert, alert_id)
+        alert = get_row(session, Alert, alert_id)
     if alert is None:
         raise Problem(404, f"no alert {alert_id}")
     return alert
@@ -271,7 +271,7 @@ def notification_public(n: Notification) -> dict[str, Any]:
 def ack_alert(alert_id: int, request: Request, engine: EngineDep, catalog: CatalogDep, now: NowDep) -> dict[str, Any]:
     """Acknowledge: someone is on it; no more reminders. Resolving still notifies."""
     with session_scope(engine) as session:
-        alert = session.get(Alert, alert_id)
+        alert = get_row(session, Alert, alert_id)
         if alert is None:
             raise Problem(404, f"no alert {alert_id}")
         if alert.state == AlertState.resolved:
@@ -285,7 +285,7 @@ def resolve_alert(alert_id: int, request: Request, settings: SettingsDep, engine
                   now: NowDep) -> dict[str, Any]:
     """Resolve by hand; sends the resolved message to everyone who was told."""
     with session_scope(engine) as session:
-        alert = session.get(Alert, alert_id)
+        alert = get_row(session, Alert, alert_id)
         if alert is None:
             raise Problem(404, f"no alert {alert_id}")
         ingest.resolve_alert(session, alert, now=now, by=request.headers.get("x-alerts-user", "api"),
@@ -307,7 +307,7 @@ def requeue_notification(notification_id: int, request: Request, engine: EngineD
         raise Problem(409, f"notification {notification_id} does not exist or is not dead")
     request.app.state.worker.wake.set()
     with session_scope(engine) as session:
-        row = session.get(Notification, notification_id)
+        row = get_row(session, Notification, notification_id)
         return notification_public(row)  # type: ignore[arg-type]
 
 

@@ -27,7 +27,8 @@ from alerts import ingest, stats
 from alerts.durations import humanize
 from alerts.models import AlertState, Severity, as_utc
 from alerts.render import ACTION_LABEL
-from alerts.storage import Alert, Notification, session_scope
+from alerts.silences import glob_escape
+from alerts.storage import Alert, Notification, get_row, session_scope
 from alerts.web.api import alert_public, notification_public, require_content_type, token_matches
 from alerts.web.problems import Problem
 from alerts.web.silences import SilenceCreate, create_silence
@@ -211,9 +212,9 @@ async def alert_page(alert_id: int, request: Request) -> HTMLResponse:
 
     def load() -> tuple[Alert | None, list[Notification]]:
         with session_scope(state.engine) as s:
-            alert = s.get(Alert, alert_id)
+            alert = get_row(s, Alert, alert_id)
             notes = list(s.exec(select(Notification).where(Notification.alert_id == alert_id)
-                                .order_by(Notification.id)).all())
+                                .order_by(Notification.id)).all()) if alert is not None else []
         return alert, notes
 
     alert, notes = await run_in_threadpool(load)
@@ -223,8 +224,9 @@ async def alert_page(alert_id: int, request: Request) -> HTMLResponse:
     view = _view(alert, state.catalog, now)
     reg = state.settings.integration(alert.integration_id)
     view["owner"] = reg.owner if reg else None
-    return _page(request, "dashboard/alert.html",
-                 {"a": view, "notifications": [notification_public(n) for n in notes], "now": now})
+    notifications = [{**notification_public(n), "sent_text": as_utc(n.sent_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+                      if n.sent_at else None} for n in notes]
+    return _page(request, "dashboard/alert.html", {"a": view, "notifications": notifications, "now": now})
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -275,7 +277,7 @@ def _act(alert_id: int, action: str, request: Request) -> Response:
     now = state.clock()
     who = "dashboard"
     with session_scope(state.engine) as s:
-        alert = s.get(Alert, alert_id)
+        alert = get_row(s, Alert, alert_id)
         if alert is None:
             raise Problem(404, f"no alert {alert_id}")
         if action == "ack":
@@ -283,7 +285,7 @@ def _act(alert_id: int, action: str, request: Request) -> Response:
         elif action == "resolve":
             ingest.resolve_alert(s, alert, now=now, by=who, settings=state.settings, catalog=state.catalog)
         elif action == "silence":
-            integration = alert.integration_id
+            integration = glob_escape(alert.integration_id)  # this one integration, even if its id is "*"
         else:
             raise Problem(404, f"unknown action {action!r}")
     if action == "silence":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlmodel import select
 
 from alerts import ingest, silences
-from alerts.durations import parse_duration
+from alerts.durations import bounded_utc, parse_duration
 from alerts.models import as_utc
-from alerts.redact import clean_field, clean_id
-from alerts.storage import Silence, session_scope
+from alerts.redact import clean_field, clean_id, visible
+from alerts.storage import Silence, get_row, session_scope
 from alerts.web.api import Admin, CatalogDep, EngineDep, NowDep, SettingsDep, read_json
 from alerts.web.problems import Problem
 
@@ -44,7 +45,7 @@ class SilenceCreate(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             raise ValueError("needs a timezone (RFC 3339)")
-        return v
+        return bounded_utc(v) if v is not None else v  # 1970 to 9000: room for a lifetime or duration
 
     @field_validator("duration")
     @classmethod
@@ -69,8 +70,15 @@ def create_silence(engine: Any, *, body: SilenceCreate, now: datetime, settings:
         raise Problem(422, "ends_at must be after starts_at and in the future")
     if ends - starts > timedelta(days=366):
         raise Problem(422, "a silence lasts at most a year")
+    if body.code and catalog.get(body.code) is None:  # a typo would silence nothing, and say nothing
+        near = difflib.get_close_matches(body.code, list(catalog.entries), n=1)
+        raise Problem(422, f"code: no catalog code {body.code!r}" + (f" (did you mean {near[0]}?)" if near else
+                                                                   " (alerts catalog lists them)"))
+    integration = clean_id(body.integration, 200) if body.integration is not None else "*"
+    if not visible(integration):  # "\u0000" or "\u202e" would clean to nothing: not "every integration"
+        raise Problem(422, 'integration: needs a visible character ("*" silences every integration)')
     row = Silence(
-        integration=clean_id(body.integration, 200) or "*",  # a glob over ids, cleaned as ids are
+        integration=integration,  # a glob over ids, cleaned as ids are
         provider=catalog.canonical_provider(body.provider),
         code=body.code or None,
         starts_at=starts,
@@ -86,7 +94,7 @@ def create_silence(engine: Any, *, body: SilenceCreate, now: datetime, settings:
 
 def expire_silence(engine: Any, silence_id: int, *, now: datetime, settings: Any, catalog: Any) -> Silence:
     with session_scope(engine) as session:
-        row = session.get(Silence, silence_id)
+        row = get_row(session, Silence, silence_id)
         if row is None:
             raise Problem(404, f"no silence {silence_id}")
         if as_utc(row.ends_at) > now:

@@ -249,7 +249,7 @@ def apply_click(
         if action == "ack":
             out.changed = ingest.acknowledge_alert(s, alert, now=now, by=click.user)
         elif not alert.silenced:
-            s.add(Silence(integration=_glob_escape(alert.integration_id), provider=None, code=None,
+            s.add(Silence(integration=silences.glob_escape(alert.integration_id), provider=None, code=None,
                           starts_at=now, ends_at=now + SILENCE_FOR, author=click.user,
                           comment=f"silenced from Slack (alert {alert.id})"))
             alert.silenced = True
@@ -277,11 +277,6 @@ def _record(s: Session, key: str, *, alert: Alert, action: str, now: datetime, b
     ).on_conflict_do_nothing(index_elements=["event_id"], index_where=sa.text("event_id IS NOT NULL")
                              ).returning(table.c.id)
     return s.execute(stmt).first() is not None
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` as an fnmatch pattern that matches only itself (silence matchers are globs)."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _owe_updates(s: Session, alert: Alert, click: Click, *, key: str, settings: Settings, catalog: Catalog,

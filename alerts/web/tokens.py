@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, Vali
 from sqlmodel import select
 
 from alerts import tokens
+from alerts.durations import bounded_utc
+from alerts.redact import sanitize, visible
 from alerts.storage import Token, session_scope
 from alerts.web.api import Admin, CatalogDep, EngineDep, NowDep, SettingsDep, read_json
 from alerts.web.problems import Problem
@@ -42,6 +44,13 @@ class TokenInfo(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             raise ValueError("needs a timezone (RFC 3339)")
+        return bounded_utc(v) if v is not None else v  # 1970 to 9000: room for a lifetime or duration
+
+    @field_validator("integration_id")
+    @classmethod
+    def _visible(cls, v: str) -> str:
+        if not visible(sanitize(v, limit=200)):
+            raise ValueError("needs a visible character (it names the integration in every message)")
         return v
 
 

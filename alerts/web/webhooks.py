@@ -432,11 +432,12 @@ async def verify_native(request: Request) -> str | None:
 
 
 def with_delivery_id(events: list[AuthErrorEvent], message_id: str | None, *, many: bool) -> list[AuthErrorEvent]:
-    """Events without their own ``event_id`` take the delivery's ``webhook-id`` (``<id>-<n>`` in an array)."""
+    """Events without their own ``event_id`` take the delivery's ``webhook-id`` (``<id>#<n>`` in an array:
+    ``#`` is no character of an ``event_id`` a sender writes, so no later delivery's id can be one of these)."""
     if message_id:
         for i, ev in enumerate(events):
             if not ev.event_id:
-                ev.event_id = f"{message_id}-{i}" if many else message_id
+                ev.event_id = f"{message_id}#{i}" if many else message_id
     return events
 
 
