@@ -308,6 +308,14 @@ class Integration(Section):
     labels: dict[str, str] = {}
     reauthorize_url: HttpUrl | None = None
 
+    @field_validator("reauthorize_url")
+    @classmethod
+    def _link(cls, v: HttpUrl | None) -> HttpUrl | None:
+        problem = link_problem(str(v)) if v is not None else None
+        if problem:  # said at start-up, not found out from a message without its button
+            raise ValueError(problem)
+        return v
+
 
 def link_problem(url: str) -> str | None:
     """What makes ``url`` unfit for a message's reauthorize link (R3.6), or ``None``: it must be https on

@@ -106,22 +106,28 @@ def digest_data(
     fixed_rows = session.exec(select(Alert).where(
         Alert.state == AlertState.resolved.value, Alert.resolved_at > since, Alert.resolved_at <= until)).all()
 
+    tz = ZoneInfo(digest.timezone)
+
     def item(a: Alert) -> dict[str, Any]:
         entry = catalog.get(a.code)
+        name = a.integration_name or a.integration_id
+        label = provider_label(a.provider) or "Other"
         return {
             "id": a.id,
             "integration_id": a.integration_id,
-            "name": a.integration_name or a.integration_id,
+            "name": name,
             "provider": a.provider or "",
-            "provider_label": provider_label(a.provider) or "Other",
+            "provider_label": label,  # the heading items are grouped under
+            # after the name, unless the name says it already ("Salesforce (prod) (Salesforce)")
+            "provider_note": label if a.provider and label.lower() not in name.lower() else "",
             "code": a.code,
             "severity": a.severity,
             "state": a.state,
             "title": entry.title if entry else a.code,
             "solution": entry.solution_for(a.auth_method) if entry else "",
-            "action_label": _action_label(entry.action if entry else ""),
+            "action_label": _action_label(entry.action_for(a.auth_method) if entry else ""),
             "count": a.count,
-            "first_seen": as_utc(a.first_seen),
+            "first_seen": as_utc(a.first_seen).astimezone(tz),  # in the digest's time zone, as its heading
             "since": humanize(until - as_utc(a.first_seen)),
             "time_to_fix": humanize(as_utc(a.resolved_at) - as_utc(a.first_seen)) if a.resolved_at else "",
             "reauthorize_url": a.reauthorize_url,
@@ -139,7 +145,6 @@ def digest_data(
     for it in broken_items:
         groups[it["provider_label"]].append(it)
     critical = sum(1 for a in broken if Severity(a.severity) == Severity.critical)
-    tz = ZoneInfo(digest.timezone)
     return {
         "kind": Kind.digest.value,
         "name": digest.name,

@@ -85,7 +85,8 @@ def normalise(event: AuthErrorEvent, settings: Settings, catalog: Catalog) -> Au
     event.integration_name = clean_field(event.integration_name or (reg.name if reg else None), 200)
     provider = catalog.canonical_provider(event.provider or (reg.provider if reg else None))
     event.provider = clean_field(provider, 100) if provider else None  # fits the column on every database
-    event.auth_method = event.auth_method or (reg.auth_method if reg else None)
+    # the provider's usual method where neither the event nor the registry says (as `alerts explain` does)
+    event.auth_method = event.auth_method or (reg.auth_method if reg else None) or catalog.default_auth.get(provider or "")
     event.account_id = clean_id(event.account_id or (reg.account_id if reg else None), 200)
     event.error = sanitize(event.error, limit=MAX_TEXT)  # cut to 4096 only once redacted (clean)
     event.labels = {**(reg.labels if reg else {}), **(event.labels or {})}
@@ -625,7 +626,7 @@ class Batch:
             integration_id=event.integration_id,
             provider=event.provider,
             account_id=event.account_id,
-            candidates=(event.reauthorize_url, reg.reauthorize_url if reg else None),
+            candidates=(event.reauthorize_url,), configured=str(reg.reauthorize_url) if reg and reg.reauthorize_url else None,
         )
         for bad in rejected:
             log.warning("reauthorize link dropped: not https, host not in [links] allowed_hosts, or carries a "
@@ -756,7 +757,9 @@ def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Set
         f"AND status IN ({{mark}}, {{mark}}, {{mark}}) ORDER BY id",
         [alert.id, Kind.firing.value, DeliveryStatus.sent.value, DeliveryStatus.failed.value,
          DeliveryStatus.pending.value])
-    if not settings.alerting.send_resolved or alert.silenced or not told:
+    # Silenced since or not: whoever was told it fired is told it is fixed (the silence stopped the
+    # reminders; the "FIRING" post and email would otherwise stand for ever).
+    if not settings.alerting.send_resolved or not told:
         return
     targets: dict[tuple[str, str], Target] = {}
     for receiver, channel, target in told:
@@ -849,6 +852,7 @@ def _view(alert: Alert) -> AlertView:
         code=alert.code,
         silenced=alert.silenced,
         last_notified_at=alert.last_notified_at,
+        told=alert.first_notified_at is not None,
     )
 
 

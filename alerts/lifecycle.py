@@ -52,6 +52,7 @@ class AlertView:
     code: str
     silenced: bool = False
     last_notified_at: datetime | None = None
+    told: bool = True  # its first message went out (an escalation before it changes what that one says)
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,20 @@ def decide(
     if event.status == EventStatus.succeeded:
         if prev is None:
             return Decision(Action.ignore, Reason.no_alert)
-        notify = Kind.resolved if policy.send_resolved and not prev.silenced else None
+        # Silenced or not, an alert that was announced is announced fixed: the silence stopped the
+        # reminders, and the "FIRING" post and email would otherwise stand for ever.
+        notify = Kind.resolved if policy.send_resolved and (prev.told or not prev.silenced) else None
         return Decision(Action.resolve, Reason.success, notify=notify)
     if event.code is None or event.severity is None:
         return Decision(Action.ignore, Reason.not_auth)
     if prev is None:
         return Decision(Action.open, Reason.first, notify=Kind.firing)
     if event.severity.rank > prev.severity.rank:
+        # Before the first message went out there is nothing to update: that message, still to be sent,
+        # says what the alert is when it goes (an "updated" would arrive before the "firing" it updates).
         return Decision(
-            Action.bump, Reason.escalated, notify=None if prev.silenced else Kind.updated, escalate=True
+            Action.bump, Reason.escalated, notify=Kind.updated if prev.told and not prev.silenced else None,
+            escalate=True,
         )
     if reminder_due(prev, now=now, policy=policy):
         return Decision(Action.bump, Reason.repeat_elapsed, notify=Kind.reminder)

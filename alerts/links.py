@@ -63,17 +63,21 @@ def reauthorize_url(
     provider: str | None = None,
     account_id: str | None = None,
     candidates: tuple[str | None, ...] = (),
+    configured: str | None = None,
 ) -> tuple[str | None, list[str]]:
-    """The first safe URL among ``candidates`` (event's, then integration's), else the template.
+    """The first safe URL among ``candidates`` (the event's), else ``configured`` (the integration's own
+    ``[[integrations]] reauthorize_url``: the operator's word, trusted as a ``[links]`` template is, its
+    host need not be listed), else the template.
 
     Returns ``(url, rejected)`` where ``rejected`` lists the candidate URLs that failed the checks.
     """
     hosts = allowed_hosts(links)
     rejected = []
-    for url in candidates:
+    for url, trusted in [*((c, False) for c in candidates), (configured, True)]:
         if not url:
             continue
-        if is_safe_url(url, hosts) and redact(url) == url and "[REDACTED]" not in url:  # stored redacted: broken
+        own = {(urlsplit(url).hostname or "").lower()} if trusted else set()
+        if is_safe_url(url, hosts | own) and redact(url) == url and "[REDACTED]" not in url:  # stored redacted: broken
             return url, rejected
         rejected.append(url)
     default = PROVIDER_DEFAULTS.get(provider or "")

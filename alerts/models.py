@@ -79,6 +79,11 @@ BASE_CODES = (
 )
 
 
+# Actions that replace a credential, and the one each auth method's fix is (see CatalogEntry.action_for).
+_CREDENTIAL_ACTIONS = frozenset(("reauthorize", "new_token", "update_api_key", "update_credentials"))
+_METHOD_ACTION = {"oauth2": "reauthorize", "api_key": "update_api_key", "basic": "update_credentials"}
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One kind of authentication failure and what to do about it."""
@@ -103,6 +108,13 @@ class CatalogEntry:
             return self.remediation[auth_method]
         return self.solution
 
+    def action_for(self, auth_method: str | None) -> str:
+        """The action, as the integration's auth method makes it: where the fix is written for that method,
+        the button says the same thing as the text ("Reauthorize" for OAuth, not "Update credentials")."""
+        if auth_method in self.remediation and self.action in _CREDENTIAL_ACTIONS:
+            return _METHOD_ACTION.get(auth_method, self.action)  # type: ignore[arg-type]
+        return self.action
+
     def public(self, auth_method: str | None = None) -> dict[str, Any]:
         return {
             "code": self.code,
@@ -110,7 +122,7 @@ class CatalogEntry:
             "title": self.title,
             "cause": self.cause,
             "solution": self.solution_for(auth_method),
-            "action": self.action,
+            "action": self.action_for(auth_method),
             "severity": str(self.severity),
         }
 

@@ -276,6 +276,9 @@ _STATE_LABEL = {
     Kind.updated: "UPDATED",
     Kind.resolved: "RESOLVED",
 }
+# A refresh token about to expire (alerts.tokens) is a warning ahead of a failure, not a failure.
+EXPIRING = "token_expiring"
+_EXPIRING_LABEL = {Kind.firing: "EXPIRING SOON", Kind.reminder: "STILL EXPIRING", Kind.updated: "EXPIRING SOON"}
 
 
 def alert_data(
@@ -299,9 +302,11 @@ def alert_data(
     integration_name = _clean(alert.integration_name, 200) or None
     name = integration_name or integration_id
     label = provider_label(alert.provider)
+    expiring = alert.code == EXPIRING
+    labels = _EXPIRING_LABEL if expiring and Kind(kind) in _EXPIRING_LABEL else _STATE_LABEL
     return {
         "kind": str(kind),
-        "state_label": state_label or _STATE_LABEL.get(Kind(kind), str(kind).upper()),
+        "state_label": state_label or labels.get(Kind(kind), str(kind).upper()),
         "reason": reason,
         "alert": {
             "id": alert.id,
@@ -312,6 +317,7 @@ def alert_data(
             "provider_label": label,
             "provider_in_name": bool(label) and label.lower() in name.lower(),
             "auth_method": alert.auth_method or "",
+            "expiring": expiring,
             "account_id": alert.account_id or "",
             "code": alert.code,
             "severity": alert.severity,
@@ -336,14 +342,14 @@ def alert_data(
             "title": entry.title,
             "cause": entry.cause,
             "solution": entry.solution_for(alert.auth_method),
-            "action": entry.action,
+            "action": entry.action_for(alert.auth_method),
             "causes": list(entry.causes),
             # Slack's "Why": the cause, or where the cause only repeats the title, the usual causes
             "why": "; ".join(entry.causes[:2]) if entry.causes and entry.cause.strip(". ").lower()
                    == entry.title.strip(". ").lower() else entry.cause,
             "docs": entry.docs or "",
         },
-        "action_label": ACTION_LABEL.get(entry.action, "Fix it"),
+        "action_label": ACTION_LABEL.get(entry.action_for(alert.auth_method), "Fix it"),
         "dashboard_url": dashboard_url,
         "alert_url": f"{dashboard_url}/alerts/{alert.id}",
         "now": as_utc(now),
@@ -395,6 +401,7 @@ def summary_data(items: list[dict[str, Any]], *, catalog: Any, dashboard_url: st
     }
 
 
+_ALERTING_SOURCES = frozenset(("alertmanager", "pagerduty"))  # they forward alerts, not sync results
 SOURCE_LABEL = {"fivetran": "Fivetran", "airbyte": "Airbyte", "stitch": "Stitch", "alertmanager": "Alertmanager",
                 "pagerduty": "PagerDuty", "log": "log"}
 
@@ -406,6 +413,8 @@ def resolution(resolved_by: str) -> str:
     if resolved_by.endswith(" success event"):
         source = resolved_by.removesuffix(" success event")
         label = SOURCE_LABEL.get(source)
+        if source in _ALERTING_SOURCES:  # an alert that stopped firing: its rule no longer matches, no sync seen
+            return f"{label} reports it resolved (its alert stopped firing; no sync was seen here)."
         return f"Confirmed by a successful {label} sync." if label else "Confirmed by a successful sync."
     return f"Marked resolved by {resolved_by}; no successful sync has confirmed it yet."
 

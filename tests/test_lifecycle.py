@@ -35,6 +35,8 @@ def firing(sev: Severity = Severity.critical, last: datetime | None = NOW, **kw)
                      Kind.reminder, id="repeat after repeat_interval reminds"),
         pytest.param(firing(Severity.error), fail(), {}, Action.bump, Reason.escalated, Kind.updated,
                      id="more severe code sends updated"),
+        pytest.param(firing(Severity.error, told=False), fail(), {}, Action.bump, Reason.escalated, None,
+                     id="more severe code before the first message changes that message"),
         pytest.param(firing(Severity.critical), fail("access_token_expired", Severity.error), {}, Action.bump,
                      Reason.repeat, None, id="less severe code is only counted"),
         pytest.param(firing(), ok(), {}, Action.resolve, Reason.success, Kind.resolved, id="success resolves"),
@@ -49,8 +51,10 @@ def firing(sev: Severity = Severity.critical, last: datetime | None = NOW, **kw)
                      Reason.repeat, None, id="acknowledged gets no reminder"),
         pytest.param(firing(last=NOW - timedelta(days=1), silenced=True), fail(), {}, Action.bump, Reason.repeat,
                      None, id="silenced gets no reminder"),
-        pytest.param(firing(silenced=True), ok(), {}, Action.resolve, Reason.success, None,
-                     id="silenced resolves quietly"),
+        pytest.param(firing(silenced=True, told=False), ok(), {}, Action.resolve, Reason.success, None,
+                     id="silenced before its first message resolves quietly"),
+        pytest.param(firing(silenced=True), ok(), {}, Action.resolve, Reason.success, Kind.resolved,
+                     id="silenced after its first message is announced fixed"),
     ],
 )
 def test_decide(prev, event, kwargs, action, reason, notify) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email
 from datetime import timedelta
+from email import policy
 
 from tests.helpers import SF, alerts, notifications, run_worker_once
 
@@ -86,6 +88,18 @@ def test_more_severe_code_sends_updated(client) -> None:
     post(client, {"integration_id": "hs", "error": "401 Client Error: Unauthorized for url: https://x"})
     assert alerts(engine)[0].code == "invalid_grant"  # never downgraded
     assert [k for k, _ in kinds(engine)] == ["firing", "updated"]
+
+
+def test_a_worse_error_before_the_first_message_goes_out_is_what_that_message_says(client, tmp_path) -> None:
+    """Found by a user review: an "updated" went out before the "firing" it updated, then both."""
+    engine = client.app.state.engine
+    post(client, {"integration_id": "hs", "error": "401 Client Error: Unauthorized for url: https://api.hubapi.com/x"})
+    post(client, {"integration_id": "hs", "error": "invalid_grant"})  # within group_wait: nothing sent yet
+    run_worker_once(client.app)
+    assert [k for k, _ in kinds(engine)] == ["firing"]
+    [sent] = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
+              for p in (tmp_path / "outbox").iterdir() if p.suffix == ".eml"]
+    assert sent["Subject"].startswith("[FIRING]") and "expired or revoked" in sent["Subject"], sent["Subject"]
 
 
 def test_event_older_than_resolution_does_not_reopen(client, clock) -> None:

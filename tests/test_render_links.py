@@ -70,8 +70,12 @@ def test_event_url_then_integration_url_then_template() -> None:
                                     candidates=("https://app.example.com/event", "https://app.example.com/reg"))
     assert (url, rejected) == ("https://app.example.com/event", [])
     url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod",
-                                    candidates=("https://evil.example/phish", "https://app.example.com/reg"))
+                                    candidates=("https://evil.example/phish",), configured="https://app.example.com/reg")
     assert (url, rejected) == ("https://app.example.com/reg", ["https://evil.example/phish"])
+    # the integration's own link is the operator's word: its host need not be in allowed_hosts (found by a
+    # user review: config.example.toml's own entry lost its button without a word at start-up)
+    url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod", configured="https://etl.corp.example/sf")
+    assert (url, rejected) == ("https://etl.corp.example/sf", [])
     url, rejected = reauthorize_url(links=LINKS, integration_id="a b/../c?x=1#f",
                                     candidates=("https://evil.example/phish", None))
     assert url == "https://etl.example.com/connections/a%20b%2F..%2Fc%3Fx%3D1%23f/reauthorize"
@@ -90,3 +94,11 @@ def test_per_provider_templates_and_no_template() -> None:
 def test_a_link_carrying_a_credential_or_its_redaction_is_dropped(carrying: str) -> None:
     url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod", candidates=(carrying,))
     assert url == "https://etl.example.com/connections/sf-prod/reauthorize" and rejected == [carrying]
+
+
+@pytest.mark.parametrize("url", ["http://localhost/x", "https://10.0.0.1/x", "https://etl.example.com:8443/x"])
+def test_an_integrations_link_is_checked_when_the_configuration_loads(url: str) -> None:
+    from alerts.config import Integration
+
+    with pytest.raises(ValueError, match="reauthorize link"):
+        Integration(id="sf-prod", reauthorize_url=url)
