@@ -303,7 +303,7 @@ def list_cmd(
         return
     table = Table(box=None, header_style="bold")
     for col in ("id", "state", "integration", "provider", "code", "count", "last seen", "undelivered"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # never "invalid_…": piped output is as narrow as 80 columns
     for r in rows:
         stuck = {k: v for k, v in r.get("delivery", {}).items() if k in ("dead", "failed")}
         table.add_row(str(r["id"]), r["state"] + (" (silenced)" if r["silenced"] else ""),

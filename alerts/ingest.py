@@ -308,7 +308,8 @@ _ALERT_BOOLS = {c.name for c in _ALERT.columns if isinstance(c.type, sa.Boolean)
 _ALERT_DEFAULTS = {c.name: _column_default(c) for c in _ALERT.columns}
 # What an event can change on an existing alert. A plain repeat changes only the first four.
 _BUMPED = ["count", "last_seen", "last_error", "integration_name"]
-_MUTABLE = [*_BUMPED, "code", "severity", "state", "notify_seq", "last_notified_at", "resolved_at", "resolved_by"]
+_MUTABLE = [*_BUMPED, "code", "severity", "state", "notify_seq", "last_notified_at", "resolved_at", "resolved_by",
+            "first_seen"]
 _NEW_ALERT_COLUMNS = [c for c in _ALERT_COLUMNS if c != "id"]
 # The partial unique index refuses a second open alert; the writer that comes second sees it and retries.
 _OPEN_CONFLICT = "ON CONFLICT (fingerprint) WHERE state != 'resolved' DO NOTHING"
@@ -320,14 +321,16 @@ _EVENT_COLUMNS = ["event_id", "source", "integration_id", "status", "provider", 
 # A repeat that owes nothing (Batch._count_quiet_repeats): the alert is open, no event is more severe
 # than it (lifecycle.decide escalates only to a higher rank) and no reminder is due
 # (lifecycle.reminder_due, ``{mark}`` = now - repeat_interval). ``v`` holds, per fingerprint: the number
-# of events, the latest occurrence and its error, the last name given, the highest rank.
-_QUIET = ["fingerprint", "n", "last_seen", "last_error", "integration_name", "rank"]
+# of events, the latest occurrence and its error, the last name given, the highest rank, the earliest
+# occurrence (a late-arriving earlier failure dates the alert back).
+_QUIET = ["fingerprint", "n", "last_seen", "last_error", "integration_name", "rank", "first_seen"]
 _QUIET_TYPES = {"n": sa.Integer(), "rank": sa.Integer()}
 _QUIET_SET = (
     "count = alert.count + v.n, "
     "last_error = CASE WHEN v.last_seen >= alert.last_seen THEN v.last_error ELSE alert.last_error END, "
     "last_seen = CASE WHEN v.last_seen >= alert.last_seen THEN v.last_seen ELSE alert.last_seen END, "
-    "integration_name = COALESCE(v.integration_name, alert.integration_name)"
+    "integration_name = COALESCE(v.integration_name, alert.integration_name), "
+    "first_seen = CASE WHEN v.first_seen < alert.first_seen THEN v.first_seen ELSE alert.first_seen END"
 )
 _QUIET_WHERE = (
     "alert.fingerprint = v.fingerprint AND alert.state != 'resolved' AND v.rank <= CASE alert.severity "
@@ -468,7 +471,7 @@ class Batch:
         as do integrations that also succeeded in this batch (there the order of events matters).
         """
         succeeded = {p.event.integration_id for _, p in items if p.event.status == EventStatus.succeeded}
-        repeats: dict[str, list[Any]] = {}  # fingerprint -> [n, latest occurrence, its error, name, rank]
+        repeats: dict[str, list[Any]] = {}  # fingerprint -> [n, latest occurrence, its error, name, rank, earliest]
         for _, p in items:
             fp = p.fingerprint
             if fp is None or p.entry is None or p.event.integration_id in succeeded:
@@ -476,7 +479,7 @@ class Batch:
             r = repeats.get(fp)
             rank = p.entry.severity.rank
             if r is None:
-                repeats[fp] = [1, p.occurred, p.error, p.event.integration_name or None, rank]
+                repeats[fp] = [1, p.occurred, p.error, p.event.integration_name or None, rank, p.occurred]
                 continue
             r[0] += 1
             if p.occurred >= r[1]:  # as _apply_one: the last of the latest occurrences gives last_error
@@ -485,6 +488,8 @@ class Batch:
                 r[3] = p.event.integration_name
             if rank > r[4]:
                 r[4] = rank
+            if p.occurred < r[5]:
+                r[5] = p.occurred
         if not repeats:
             return {}
         # In fingerprint order: replicas updating overlapping alerts lock them in the same order (no deadlock).
@@ -598,10 +603,14 @@ class Batch:
         if p.occurred >= as_utc(alert.last_seen):
             alert.last_seen = p.occurred
             alert.last_error = p.error
+        if p.occurred < as_utc(alert.first_seen):  # a late-arriving earlier failure: broken since then
+            alert.full = True
+            alert.first_seen = p.occurred
         if decision.escalate:
             alert.full = True
             alert.code = entry.code
             alert.severity = str(entry.severity)
+            alert.last_error = p.error  # the error that says what the alert now is
         if decision.notify is not None:
             self._owe(alert, decision.notify, due=self.now)
         return [alert]

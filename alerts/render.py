@@ -351,7 +351,7 @@ def alert_data(
         },
         "action_label": ACTION_LABEL.get(entry.action_for(alert.auth_method), "Fix it"),
         "dashboard_url": dashboard_url,
-        "alert_url": f"{dashboard_url}/alerts/{alert.id}",
+        "alert_url": f"{dashboard_url}/alerts/{alert.id}" if alert.id else dashboard_url,  # a test message's has none
         "now": as_utc(now),
         "group": None,  # set by the worker when this alert leads several failing together
     }

@@ -146,3 +146,24 @@ def test_one_open_alert_per_fingerprint_is_enforced_by_the_database(engine) -> N
     with Session(engine) as s, pytest.raises(sa.exc.IntegrityError):
         s.add(row("acknowledged"))
         s.commit()
+
+
+def test_an_earlier_failure_arriving_late_dates_the_alert_and_a_worse_one_quotes_its_own_error(client, clock) -> None:
+    """Found by a user review: the alert became "Authorizing user deactivated" but quoted the session
+    error, and "since" kept the later time."""
+    engine = client.app.state.engine
+    post(client, {"integration_id": "sf", "provider": "salesforce", "error": "INVALID_SESSION_ID: Session expired"})
+    earlier = (clock.now - timedelta(minutes=10)).isoformat()
+    post(client, {"integration_id": "sf", "provider": "salesforce", "occurred_at": earlier,
+                  "error": "invalid_grant: inactive user"})
+    [alert] = alerts(engine)
+    assert alert.code == "user_inactive" and alert.last_error == "invalid_grant: inactive user"
+    assert alert.first_seen == clock.now - timedelta(minutes=10) and alert.count == 2
+
+
+def test_an_earlier_repeat_arriving_late_dates_the_alert_back(client, clock) -> None:
+    engine = client.app.state.engine
+    post(client, SF)
+    post(client, {**SF, "occurred_at": (clock.now - timedelta(hours=2)).isoformat()})  # a plain repeat, older
+    [alert] = alerts(engine)
+    assert alert.first_seen == clock.now - timedelta(hours=2) and alert.last_seen == clock.now and alert.count == 2
