@@ -48,15 +48,18 @@ def _short_value(m: re.Match[str]) -> str:
 
 # An error's prose is not a key and its value: "Error validating access token: Session has expired"
 # (Meta), "api_key: Invalid API key provided" (Stripe), "INVALID_SESSION_ID: Session expired or invalid"
-# (Salesforce), "(using password: YES)" (MySQL). A value is kept as written when it is words only (no
-# digits but short numbers and dates, no symbols, no long run of letters: nothing a secret looks like)
-# and reads as prose: after ":" it starts with a word of prose or names the key itself in its first
-# words ("Client secret: Client secret has expired"), or it follows "<access|refresh|id|session|auth>
-# token:" with more than one word — where that "<access…>" word is prose itself, not the value of a
-# key before it ("password=access token: …"); after "=" only a status word ("token=expired") is kept.
-# Everything else is redacted, every word of it up to where the value ends. Only the few characters
-# before a match are looked at: linear however many keys a text holds. A passphrase made of plain
-# words that starts with a word of prose ("password: the quick brown fox") reads as prose and is kept.
+# (Salesforce), "(using password: YES)" (MySQL), "clientCredentialsToken: received HTTP status 401".
+# A value after ":" is kept as written when no word of it looks like a secret (letters mixed with
+# digits, or a long unbroken run; dates, short numbers and words of other scripts do not) and it reads
+# as prose: it starts with a word of prose, names its key in its first words ("Client secret: Client
+# secret has expired"), or — for a key that holds a token, which is never several words — has more
+# than one word. A password's or secret's value can be several plain words ("correct horse battery
+# staple"): only the first two ways count for it, and a passphrase that starts with a word of prose
+# ("password: the quick brown fox") is the known gap. After "<access|refresh|id|session|auth> token:"
+# a sentence of words is Meta's prose whatever it holds — where that "<access…>" word is prose itself,
+# not the value of a key before it ("password=access token: …"). After "=" only a status word is kept
+# ("token=expired"), and dbt's "PASS=401". Everything else is redacted, every word of it up to where the
+# value ends. Only the few characters before a match are looked at: linear however many keys a text holds.
 _PROSE_KEY = re.compile(r"(?i)(?:^|[^=:\s])[ \t]*(?<![\w-])(?:access|refresh|id|session|auth)[ \t]+$")
 _STATUS_WORDS = frozenset((
     "expired", "invalid", "revoked", "missing", "required", "malformed", "denied", "rejected", "unauthorized",
@@ -69,18 +72,24 @@ _PROSE_WORDS = _STATUS_WORDS | frozenset((
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "has", "have", "had", "must", "should", "could",
     "would", "will", "can", "cannot", "may", "might", "does", "do", "did", "not", "please", "check", "verify",
     "ensure", "try", "retry", "contact", "make", "for", "of", "to", "in", "on", "at", "by", "with", "from",
-    "this", "that", "your", "you", "our", "we", "it", "its", "their", "they", "no", "all", "any", "too",
-    "could", "unable", "error", "failure", "provided", "supplied", "specified", "given", "has", "doesn't",
+    "this", "that", "your", "you", "our", "we", "it", "its", "their", "they", "all", "any", "too",
+    "unable", "error", "failure", "provided", "supplied", "specified", "given", "doesn't", "received", "got",
     "isn't", "wasn't", "can't", "couldn't", "didn't", "expected", "requires", "needs", "only", "already",
 ))
-_PROSE_WORD = re.compile(r"(?:[A-Za-z]{1,15}(?:['’-][A-Za-z]{1,15})*|\d{1,4}|\d{4}-\d\d-\d\d(?:[T ][\d:.]{5,15})?Z?)"
-                         r"[.,!?:;]?")
+_SECRETISH = re.compile(r"(?=[^\d]*\d)(?=[^A-Za-z]*[A-Za-z])[\w+/=.~-]{6,}|[\w+/=~-]{20,}", re.ASCII)
+_DATEISH = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]{5,15})?Z?|\d\d?:\d\d(?::\d\d)?|\d\d?-[A-Za-z]{3}-\d{2,4}")
 _KEY_WORDS = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])")
+_PASSWORDISH = re.compile(r"(?i)pass|pwd|secret|credential")
 
 
-def _prose(words: list[str]) -> bool:
-    """Every word plain: no digits but short numbers and dates, no symbols, no letters past 15 in a row."""
-    return all(w.lower() in _STATUS_WORDS or _PROSE_WORD.fullmatch(w) for w in words)
+def _secret_like(word: str) -> bool:
+    """Whether a word of a value could be (part of) a secret."""
+    if MARK[:-1] in word:  # what a rule left: redacted again, the same way
+        return True
+    w = word.strip(".,!?:;()[]{}\"'")
+    if not w.isascii() or w.lower() in _STATUS_WORDS or _DATEISH.fullmatch(w):
+        return False
+    return bool(_SECRETISH.fullmatch(w))
 
 
 def _bare_value(m: re.Match[str]) -> str:
@@ -92,18 +101,21 @@ def _bare_value(m: re.Match[str]) -> str:
         if first in _STATUS_WORDS and len(words) == 1:
             return m.group(0)
         return head + MARK + value[len(words[0]):]
+    key = re.split(r"\s*(?:=>|[=:])", head, maxsplit=1)[0].strip(" \t\"'[]")
     if "=" in head:  # key=value, key => value: an assignment, not a sentence
-        if first in _STATUS_WORDS and _prose(words):
+        if (first in _STATUS_WORDS and not any(map(_secret_like, words))) or (key == "PASS" and value.isdigit()):
             return m.group(0)
         return head + MARK
-    if _prose(words):
-        key = head.split(":", 1)[0].strip(" \t\"'[]")
-        names = {w.lower() for w in _KEY_WORDS.findall(key) if len(w) > 2}
-        if first in _PROSE_WORDS or names & {w.rstrip(".,!?:;").lower() for w in words[:3]}:
-            return m.group(0)
-        if key.lower() == "token" and len(words) > 1 \
-                and _PROSE_KEY.search(m.string[max(0, start - 40):start]):
-            return m.group(0)
+    if key.lower() == "token" and len(words) > 1 and words[0].isalpha() \
+            and _PROSE_KEY.search(m.string[max(0, start - 40):start]):
+        return m.group(0)
+    if any(map(_secret_like, words)):
+        return head + MARK
+    names = {w.lower() for w in _KEY_WORDS.findall(key) if len(w) > 2}
+    if first in _PROSE_WORDS or names & {w.rstrip(".,!?:;").lower() for w in words[:3]}:
+        return m.group(0)
+    if len(words) > 1 and not _PASSWORDISH.search(key):
+        return m.group(0)
     return head + MARK
 
 

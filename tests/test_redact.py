@@ -35,7 +35,7 @@ from alerts.redact import clean, redact, sanitize
         # a value runs to where it ends: the words after it may be more of it ("correct horse battery")
         pytest.param("login failed, password: letmein for user bob", "letmein", "login failed, password: ",
                      id="word-password"),
-        pytest.param("token: Session has", "Session", "token: ", id="bare-token-key-is-not-prose"),
+        pytest.param("token: Xk9aB2cDq has", "Xk9aB2cDq", "token: ", id="bare-token-key-is-not-prose"),
         pytest.param("password=access token: Foo bar", "access", "password=", id="a-value-is-not-prose"),
         pytest.param("password: is hunter2", " is ", "password: ", id="auxiliary-is-no-status"),
         pytest.param(r'{\"Set-Cookie\": \"sid=SESSsecret123\"}', "SESSsecret123", "Set-Cookie", id="escaped-cookie"),
@@ -251,6 +251,15 @@ def test_redact_forms_found_in_leak_review(text: str, secrets: list[str], kept: 
         "Request headers: Cookie: missing; please log in again (error 401 unauthorized_client)",
         "Set-Cookie: none. Original error: invalid_grant",
         "Response: invalid_grant: refresh token revoked by user admin@example.com",
+        # corpus lines the first version of the multi-word rule cut (tests/data/catalog_corpus.jsonl)
+        "clientCredentialsToken: received HTTP status 401 with response: nothing",
+        "Error validating access token: Session has expired on 2014年8月17日 8:00.",
+        "Error validating access token: The session has been invalidated because the user changed their "
+        "password or Facebook has changed the session for security reasons.. Please also verify",
+        "Error validating access token: The user has not authorized application 875877299126xxx.",
+        "Error validating access token: You cannot access the app till you log in to www.facebook.com",
+        "Done. PASS=401 WARN=0 ERROR=0 SKIP=0 TOTAL=401",
+        "token: Session has",
     ],
 )
 def test_prose_about_a_credential_is_kept(text: str) -> None:
@@ -263,7 +272,9 @@ def test_prose_about_a_credential_is_kept(text: str) -> None:
         ("password: is hunter2", "hunter2"),
         ("password: the hunter2 thing", "hunter2"),
         ("password: summer", "summer"),
-        ("token: Session has", "Session"),
+        ("token: Xk9aB2cDq has", "Xk9aB2cDq"),
+        ("password: correct horse battery staple", "horse"),  # a password may be plain words: not a sentence
+        ("client_secret: Summer Breeze", "Summer"),
         ("api_key: invalid AKIAABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNOP"),
         ("password: Supercalifragilistic", "Supercali"),
     ],
