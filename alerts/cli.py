@@ -327,8 +327,15 @@ def _change(alert_id: int, config: Path | None, action: str, by: str) -> None:
         if alert.state == "resolved":
             fail(f"alert {alert_id} is already resolved", 1)
         if action == "ack":
-            if not ingest.acknowledge_alert(session, alert, now=_now(), by=by):
+            now = _now()
+            if not ingest.acknowledge_alert(session, alert, now=now, by=by):
                 fail(f"alert {alert_id} is already acknowledged", 1)
+            from alerts.render import Renderer
+            from alerts.web.slack_actions import owe_updates_elsewhere
+
+            session.flush()  # the server's delivery worker edits its Slack messages: no Acknowledge left to click
+            owe_updates_elsewhere(session, alert, how="ack", by=by, settings=settings, catalog=catalog,
+                                  renderer=Renderer(user_dir=settings.templates.dir), now=now)
         else:
             ingest.resolve_alert(session, alert, now=_now(), by=by, settings=settings, catalog=catalog)
     out.print(f"alert {alert_id} {'acknowledged' if action == 'ack' else 'resolved'}")
@@ -336,16 +343,26 @@ def _change(alert_id: int, config: Path | None, action: str, by: str) -> None:
 
 @app.command()
 def ack(alert_id: Annotated[int, typer.Argument(help="Alert id.")], config: ConfigOpt = None,
-        by: Annotated[str, typer.Option(help="Who acknowledges.")] = "cli") -> None:
+        by: Annotated[str | None, typer.Option(help="Who acknowledges (default: your login name).")] = None) -> None:
     """Acknowledge an alert: no more reminders; resolving still notifies."""
-    _change(alert_id, config, "ack", by)
+    _change(alert_id, config, "ack", by or _login())
 
 
 @app.command()
 def resolve(alert_id: Annotated[int, typer.Argument(help="Alert id.")], config: ConfigOpt = None,
-            by: Annotated[str, typer.Option(help="Who resolves.")] = "cli") -> None:
+            by: Annotated[str | None, typer.Option(help="Who resolves (default: your login name).")] = None) -> None:
     """Resolve an alert by hand; a resolved message goes to everyone who was told."""
-    _change(alert_id, config, "resolve", by)
+    _change(alert_id, config, "resolve", by or _login())
+
+
+def _login() -> str:
+    """Who runs the command, as messages name them ("Acknowledged by alice"), not "cli"."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (a container without one): say where it came from
+        return "cli"
 
 
 @app.command()

@@ -147,6 +147,24 @@ def test_acknowledge_click_acks_the_alert_and_updates_the_message_in_place(make,
     assert notifications(engine, kind="action")[0].status == "sent"
 
 
+def test_an_acknowledgement_made_elsewhere_edits_the_slack_messages_too(make, slack: SlackPeer, clock: Clock) -> None:
+    """Found by a user review: acknowledged from the dashboard, the API or the CLI, the Slack post kept
+    its Acknowledge button and said nothing."""
+    client, engine = make()
+    alert_id, message = firing(client, slack)
+    r = client.post(f"/v1/alerts/{alert_id}/ack", headers={"X-Alerts-User": "bob"})
+    assert r.status_code == 200 and r.json()["acknowledged_by"] == "bob"
+    run_worker_once(client.app)
+    [update] = slack.calls("chat.update")
+    assert (json.loads(update.body)["channel"], json.loads(update.body)["ts"]) == (message["channel"], message["ts"])
+    [same] = slack.top_level()
+    assert notes(same) == [":white_check_mark: Acknowledged by bob"]
+    assert ("alerts_ack", None, str(alert_id)) not in buttons(same)
+    assert client.post(f"/v1/alerts/{alert_id}/ack").status_code == 200  # again: nothing more to edit
+    run_worker_once(client.app)
+    assert len(slack.calls("chat.update")) == 1
+
+
 def test_silence_click_silences_the_integration_for_24h_and_updates_the_message(make, slack: SlackPeer,
                                                                                 clock: Clock) -> None:
     client, engine = make()

@@ -268,15 +268,24 @@ def notification_public(n: Notification) -> dict[str, Any]:
 
 
 @router.post("/v1/alerts/{alert_id}/ack", tags=["alerts"], dependencies=[Admin])
-def ack_alert(alert_id: int, request: Request, engine: EngineDep, catalog: CatalogDep, now: NowDep) -> dict[str, Any]:
-    """Acknowledge: someone is on it; no more reminders. Resolving still notifies."""
+def ack_alert(alert_id: int, request: Request, engine: EngineDep, settings: SettingsDep, catalog: CatalogDep,
+              now: NowDep) -> dict[str, Any]:
+    """Acknowledge: someone is on it; no more reminders. Resolving still notifies. The alert's Slack
+    messages lose their Acknowledge button and say who acknowledged it."""
+    from alerts.web.slack_actions import owe_updates_elsewhere
+
+    by = request.headers.get("x-alerts-user", "api")
     with session_scope(engine) as session:
         alert = get_row(session, Alert, alert_id)
         if alert is None:
             raise Problem(404, f"no alert {alert_id}")
         if alert.state == AlertState.resolved:
             raise Problem(409, f"alert {alert_id} is already resolved")
-        ingest.acknowledge_alert(session, alert, now=now, by=request.headers.get("x-alerts-user", "api"))
+        if ingest.acknowledge_alert(session, alert, now=now, by=by):
+            session.flush()
+            owe_updates_elsewhere(session, alert, how="ack", by=by, settings=settings, catalog=catalog,
+                                  renderer=request.app.state.renderer, now=now)
+    request.app.state.worker.wake.set()
     return alert_public(_get_alert(engine, alert_id), catalog)
 
 

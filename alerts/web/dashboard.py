@@ -31,6 +31,7 @@ from alerts.silences import glob_escape
 from alerts.storage import Alert, Notification, get_row, session_scope
 from alerts.web.api import alert_public, notification_public, require_content_type, token_matches
 from alerts.web.problems import Problem
+from alerts.web.slack_actions import owe_updates_elsewhere
 from alerts.web.silences import SilenceCreate, create_silence
 
 router = APIRouter(include_in_schema=False)
@@ -281,7 +282,10 @@ def _act(alert_id: int, action: str, request: Request) -> Response:
         if alert is None:
             raise Problem(404, f"no alert {alert_id}")
         if action == "ack":
-            ingest.acknowledge_alert(s, alert, now=now, by=who)
+            if ingest.acknowledge_alert(s, alert, now=now, by=who):
+                s.flush()
+                owe_updates_elsewhere(s, alert, how="ack", by=who, settings=state.settings, catalog=state.catalog,
+                                      renderer=state.renderer, now=now)
         elif action == "resolve":
             ingest.resolve_alert(s, alert, now=now, by=who, settings=state.settings, catalog=state.catalog)
         elif action == "silence":
@@ -292,6 +296,11 @@ def _act(alert_id: int, action: str, request: Request) -> Response:
         create_silence(state.engine, body=SilenceCreate(integration=integration, duration="24h", author=who,
                                                          comment=f"silenced from the dashboard (alert {alert_id})"),
                        now=now, settings=state.settings, catalog=state.catalog)
+        with session_scope(state.engine) as s:  # its Slack messages say so, and lose their buttons
+            alert = get_row(s, Alert, alert_id)
+            if alert is not None and alert.silenced:
+                owe_updates_elsewhere(s, alert, how="silence", by=who, settings=state.settings,
+                                      catalog=state.catalog, renderer=state.renderer, now=now)
     state.worker.wake.set()
     back = request.headers.get("referer", "")
     target = f"/alerts/{alert_id}" if back.endswith(f"/alerts/{alert_id}") else "/"

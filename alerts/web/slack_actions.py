@@ -256,8 +256,8 @@ def apply_click(
             s.add(alert)
             out.changed = True
         s.flush()
-        out.updates = _owe_updates(s, alert, click, key=key, settings=settings, catalog=catalog, renderer=renderer,
-                                   now=now)
+        out.updates = owe_updates(s, alert, message_ref=click.message_ref, key=key, settings=settings,
+                                  catalog=catalog, renderer=renderer, now=now)
     if action == "silence" and out.changed:  # other open alerts of the integration are covered too
         ingest.refresh_silences(engine, settings=settings, catalog=catalog, now=now)
     return out
@@ -279,17 +279,19 @@ def _record(s: Session, key: str, *, alert: Alert, action: str, now: datetime, b
     return s.execute(stmt).first() is not None
 
 
-def _owe_updates(s: Session, alert: Alert, click: Click, *, key: str, settings: Settings, catalog: Catalog,
-                 renderer: Renderer, now: datetime) -> int:
-    """Outbox rows updating, in place, the clicked message and the alert's first message in its channel."""
-    if click.message_ref is None:
+def owe_updates(s: Session, alert: Alert, *, message_ref: str | None, key: str, settings: Settings,
+                catalog: Catalog, renderer: Renderer, now: datetime, clicked: bool = True) -> int:
+    """Outbox rows updating, in place, the clicked message (``message_ref``) and the alert's first message in
+    its channel; or, for an acknowledgement made elsewhere (``clicked=False``: the dashboard, the API, the
+    CLI), every message of the alert that carries our buttons — so none offers an Acknowledge that was done."""
+    if clicked and message_ref is None:
         return 0
     entry = catalog.get(alert.code)
     if entry is None:
         log.warning("slack action: unknown catalog code, message not updated",
                     extra={"alert_id": alert.id, "integration_id": alert.integration_id})
         return 0
-    channel = click.message_ref.partition(":")[0]
+    channel = (message_ref or "").partition(":")[0]
     sent = s.exec(select(Notification).where(
         Notification.alert_id == alert.id, Notification.channel == "slack",
         Notification.status == DeliveryStatus.sent.value, Notification.kind.in_(UPDATABLE),
@@ -299,7 +301,7 @@ def _owe_updates(s: Session, alert: Alert, click: Click, *, key: str, settings: 
         ref = n.external_ref or ""
         if not _has_buttons(n.payload):
             continue  # a message without our buttons (a grouped one, a custom template) is left as it was
-        if ref == click.message_ref or (n.kind == Kind.firing.value and ref.startswith(channel + ":")):
+        if not clicked or ref == message_ref or (n.kind == Kind.firing.value and ref.startswith(channel + ":")):
             targets.setdefault(ref, n)
     if not targets:
         return 0
@@ -317,6 +319,14 @@ def _owe_updates(s: Session, alert: Alert, click: Click, *, key: str, settings: 
             target=Target(n.receiver, "slack", {**dict(n.target or {}), "update_ref": ref}),
             due=now, now=now, payload=payload))
     return len(outbox.insert_rows(s, rows))
+
+
+def owe_updates_elsewhere(s: Session, alert: Alert, *, how: str, by: str, settings: Settings, catalog: Catalog,
+                          renderer: Renderer, now: datetime) -> int:
+    """:func:`owe_updates` for an acknowledgement or silence made outside Slack (``how``: "ack", "silence")."""
+    key = f"{how}:{hashlib.sha256(f'{alert.id}|{how}|{by}|{now.isoformat()}'.encode()).hexdigest()[:32]}"
+    return owe_updates(s, alert, message_ref=None, clicked=False, key=key, settings=settings, catalog=catalog,
+                       renderer=renderer, now=now)
 
 
 def _has_buttons(payload: dict[str, Any] | None) -> bool:
