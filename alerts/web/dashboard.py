@@ -31,8 +31,8 @@ from alerts.silences import glob_escape
 from alerts.storage import Alert, Notification, get_row, session_scope
 from alerts.web.api import alert_public, notification_public, require_content_type, token_matches
 from alerts.web.problems import Problem
-from alerts.web.slack_actions import owe_updates_elsewhere
 from alerts.web.silences import SilenceCreate, create_silence
+from alerts.web.slack_actions import owe_updates_elsewhere
 
 router = APIRouter(include_in_schema=False)
 
