@@ -29,7 +29,7 @@ from alerts.catalog import Catalog
 from alerts.config import Digest, Settings
 from alerts.durations import humanize
 from alerts.models import AlertState, Kind, Severity, as_utc
-from alerts.render import Renderer, provider_label
+from alerts.render import EXPIRING, Renderer, provider_label
 from alerts.routing import Target, facts_of, route_matches
 from alerts.stats import percentile
 from alerts.storage import FIVETRAN, Alert, DigestRun, Event, session_scope
@@ -112,6 +112,7 @@ def digest_data(
         entry = catalog.get(a.code)
         name = a.integration_name or a.integration_id
         label = provider_label(a.provider) or "Other"
+        auth = a.auth_method or catalog.default_auth.get(a.provider or "")  # as the alert's own message
         return {
             "id": a.id,
             "integration_id": a.integration_id,
@@ -124,8 +125,9 @@ def digest_data(
             "severity": a.severity,
             "state": a.state,
             "title": entry.title if entry else a.code,
-            "solution": entry.solution_for(a.auth_method) if entry else "",
-            "action_label": _action_label(entry.action_for(a.auth_method) if entry else ""),
+            "solution": entry.solution_for(auth) if entry else "",
+            "action_label": _action_label(entry.action_for(auth) if entry else ""),
+            "expiring": a.code == EXPIRING,
             "count": a.count,
             "first_seen": as_utc(a.first_seen).astimezone(tz),  # in the digest's time zone, as its heading
             "since": humanize(until - as_utc(a.first_seen)),

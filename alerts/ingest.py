@@ -85,8 +85,7 @@ def normalise(event: AuthErrorEvent, settings: Settings, catalog: Catalog) -> Au
     event.integration_name = clean_field(event.integration_name or (reg.name if reg else None), 200)
     provider = catalog.canonical_provider(event.provider or (reg.provider if reg else None))
     event.provider = clean_field(provider, 100) if provider else None  # fits the column on every database
-    # the provider's usual method where neither the event nor the registry says (as `alerts explain` does)
-    event.auth_method = event.auth_method or (reg.auth_method if reg else None) or catalog.default_auth.get(provider or "")
+    event.auth_method = event.auth_method or (reg.auth_method if reg else None)
     event.account_id = clean_id(event.account_id or (reg.account_id if reg else None), 200)
     event.error = sanitize(event.error, limit=MAX_TEXT)  # cut to 4096 only once redacted (clean)
     event.labels = {**(reg.labels if reg else {}), **(event.labels or {})}
@@ -308,8 +307,7 @@ _ALERT_BOOLS = {c.name for c in _ALERT.columns if isinstance(c.type, sa.Boolean)
 _ALERT_DEFAULTS = {c.name: _column_default(c) for c in _ALERT.columns}
 # What an event can change on an existing alert. A plain repeat changes only the first four.
 _BUMPED = ["count", "last_seen", "last_error", "integration_name"]
-_MUTABLE = [*_BUMPED, "code", "severity", "state", "notify_seq", "last_notified_at", "resolved_at", "resolved_by",
-            "first_seen"]
+_MUTABLE = [*_BUMPED, "code", "severity", "state", "notify_seq", "last_notified_at", "resolved_at", "resolved_by"]
 _NEW_ALERT_COLUMNS = [c for c in _ALERT_COLUMNS if c != "id"]
 # The partial unique index refuses a second open alert; the writer that comes second sees it and retries.
 _OPEN_CONFLICT = "ON CONFLICT (fingerprint) WHERE state != 'resolved' DO NOTHING"
@@ -321,16 +319,14 @@ _EVENT_COLUMNS = ["event_id", "source", "integration_id", "status", "provider", 
 # A repeat that owes nothing (Batch._count_quiet_repeats): the alert is open, no event is more severe
 # than it (lifecycle.decide escalates only to a higher rank) and no reminder is due
 # (lifecycle.reminder_due, ``{mark}`` = now - repeat_interval). ``v`` holds, per fingerprint: the number
-# of events, the latest occurrence and its error, the last name given, the highest rank, the earliest
-# occurrence (a late-arriving earlier failure dates the alert back).
-_QUIET = ["fingerprint", "n", "last_seen", "last_error", "integration_name", "rank", "first_seen"]
+# of events, the latest occurrence and its error, the last name given, the highest rank.
+_QUIET = ["fingerprint", "n", "last_seen", "last_error", "integration_name", "rank"]
 _QUIET_TYPES = {"n": sa.Integer(), "rank": sa.Integer()}
 _QUIET_SET = (
     "count = alert.count + v.n, "
     "last_error = CASE WHEN v.last_seen >= alert.last_seen THEN v.last_error ELSE alert.last_error END, "
     "last_seen = CASE WHEN v.last_seen >= alert.last_seen THEN v.last_seen ELSE alert.last_seen END, "
-    "integration_name = COALESCE(v.integration_name, alert.integration_name), "
-    "first_seen = CASE WHEN v.first_seen < alert.first_seen THEN v.first_seen ELSE alert.first_seen END"
+    "integration_name = COALESCE(v.integration_name, alert.integration_name)"
 )
 _QUIET_WHERE = (
     "alert.fingerprint = v.fingerprint AND alert.state != 'resolved' AND v.rank <= CASE alert.severity "
@@ -471,7 +467,7 @@ class Batch:
         as do integrations that also succeeded in this batch (there the order of events matters).
         """
         succeeded = {p.event.integration_id for _, p in items if p.event.status == EventStatus.succeeded}
-        repeats: dict[str, list[Any]] = {}  # fingerprint -> [n, latest occurrence, its error, name, rank, earliest]
+        repeats: dict[str, list[Any]] = {}  # fingerprint -> [n, latest occurrence, its error, name, rank]
         for _, p in items:
             fp = p.fingerprint
             if fp is None or p.entry is None or p.event.integration_id in succeeded:
@@ -479,7 +475,7 @@ class Batch:
             r = repeats.get(fp)
             rank = p.entry.severity.rank
             if r is None:
-                repeats[fp] = [1, p.occurred, p.error, p.event.integration_name or None, rank, p.occurred]
+                repeats[fp] = [1, p.occurred, p.error, p.event.integration_name or None, rank]
                 continue
             r[0] += 1
             if p.occurred >= r[1]:  # as _apply_one: the last of the latest occurrences gives last_error
@@ -488,8 +484,6 @@ class Batch:
                 r[3] = p.event.integration_name
             if rank > r[4]:
                 r[4] = rank
-            if p.occurred < r[5]:
-                r[5] = p.occurred
         if not repeats:
             return {}
         # In fingerprint order: replicas updating overlapping alerts lock them in the same order (no deadlock).
@@ -570,7 +564,7 @@ class Batch:
         entry, fp = p.entry, p.fingerprint
         alert = self.open.get(fp)
         ev = EventView(status=EventStatus.failed, code=entry.code, severity=entry.severity, occurred_at=p.occurred)
-        decision = lifecycle.decide(_view(alert) if alert else None, ev, now=self.now, policy=self.policy,
+        decision = lifecycle.decide(_view(alert, now=self.now) if alert else None, ev, now=self.now, policy=self.policy,
                                     last_resolved_at=None if alert else self.last_resolved.get(fp))
         if decision.action == Action.ignore:
             return []
@@ -585,7 +579,8 @@ class Batch:
                 alert.correlation_key = key
                 alert.lead = lead
                 window_end = as_utc(lead.first_seen) + self.settings.correlation.window
-                if p.occurred > window_end and lead.state == AlertState.firing and not lead.silenced:
+                if p.occurred > window_end and lead.state == AlertState.firing and not lead.silenced \
+                        and _told(lead, self.now):  # not yet sent: it will name this member when it goes
                     self._owe(lead, Kind.updated, due=self.now)  # a late member: the group message is updated
                 return [alert]
             if key:
@@ -603,9 +598,6 @@ class Batch:
         if p.occurred >= as_utc(alert.last_seen):
             alert.last_seen = p.occurred
             alert.last_error = p.error
-        if p.occurred < as_utc(alert.first_seen):  # a late-arriving earlier failure: broken since then
-            alert.full = True
-            alert.first_seen = p.occurred
         if decision.escalate:
             alert.full = True
             alert.code = entry.code
@@ -766,9 +758,7 @@ def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Set
         f"AND status IN ({{mark}}, {{mark}}, {{mark}}) ORDER BY id",
         [alert.id, Kind.firing.value, DeliveryStatus.sent.value, DeliveryStatus.failed.value,
          DeliveryStatus.pending.value])
-    # Silenced since or not: whoever was told it fired is told it is fixed (the silence stopped the
-    # reminders; the "FIRING" post and email would otherwise stand for ever).
-    if not settings.alerting.send_resolved or not told:
+    if not settings.alerting.send_resolved or alert.silenced or not told:  # silenced: no messages at all
         return
     targets: dict[tuple[str, str], Target] = {}
     for receiver, channel, target in told:
@@ -854,15 +844,24 @@ def adopt_orphaned_members(engine: Engine, *, settings: Settings, catalog: Catal
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _view(alert: Alert) -> AlertView:
+def _view(alert: Alert, *, now: datetime | None = None) -> AlertView:
     return AlertView(
         state=AlertState(alert.state),
         severity=Severity(alert.severity),
         code=alert.code,
         silenced=alert.silenced,
         last_notified_at=alert.last_notified_at,
-        told=alert.first_notified_at is not None,
+        told=_told(alert, now),
     )
+
+
+def _told(alert: Any, now: datetime | None) -> bool:
+    """Whether the alert's first message went out or may be going out: sent (``first_notified_at``), or
+    due already — the worker may have rendered it (a payload is kept from its first attempt, retries
+    and all), so only a message still waiting out ``group_wait`` can still change what it will say."""
+    if alert.first_notified_at is not None or now is None:
+        return True
+    return alert.last_notified_at is not None and as_utc(alert.last_notified_at) <= now
 
 
 def _notify(session: Session, alert: Alert, kind: Kind, *, due: datetime, now: datetime,

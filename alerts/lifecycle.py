@@ -52,7 +52,7 @@ class AlertView:
     code: str
     silenced: bool = False
     last_notified_at: datetime | None = None
-    told: bool = True  # its first message went out (an escalation before it changes what that one says)
+    told: bool = True  # its first message went out or is due (an escalation before then changes what it says)
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,7 @@ def decide(
     if event.status == EventStatus.succeeded:
         if prev is None:
             return Decision(Action.ignore, Reason.no_alert)
-        # Silenced or not, an alert that was announced is announced fixed: the silence stopped the
-        # reminders, and the "FIRING" post and email would otherwise stand for ever.
-        notify = Kind.resolved if policy.send_resolved and (prev.told or not prev.silenced) else None
+        notify = Kind.resolved if policy.send_resolved and not prev.silenced else None
         return Decision(Action.resolve, Reason.success, notify=notify)
     if event.code is None or event.severity is None:
         return Decision(Action.ignore, Reason.not_auth)

@@ -18,9 +18,9 @@ TRUNCATED = "…[truncated]"
 MAX_TEXT = 16 * 1024
 
 _KEYS = (
-    r"access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|pass(?:word|wd|phrase)?|pwd"
+    r"(?:access_token|refresh_token|id_token|client_secret|api[_-]?key|apikey|pass(?:word|wd|phrase)?|pwd"
     r"|secret|token|signature|private_key|auth_token|session_token|access_key|secret_key|session[_-]?id"
-    r"|cookie|session|credentials?|key"
+    r"|cookie|session|credentials?|key)(?:string|text|value|s)?"  # AWS's SecretString, Azure's secretText
 )
 # Only as a JSON key ("auth": "…", a Docker config's): as a word of prose, "auth: …" is about the step.
 _JSON_KEYS = _KEYS + r"|auth"
@@ -34,7 +34,7 @@ _BARE = r"(?:\[REDACTED\]|[^\s\"'&,;)}\]])"
 # runs on over blanks, but not past a sentence's end, an opening bracket, a dash between blanks or the
 # next "key=" / "key:" (the next field of a log line, or of a header block flattened onto one line).
 _RUN = (_BARE + r"+(?:(?<![.!?])[ \t]+(?![(\[{<]|[-–—|](?:\s|$)|[\w.-]+\s*(?:=>|[=:])"
-        r"|(?:access|refresh|id|session|auth)[ \t]+token\s*:)" + _BARE + r"+)*")
+        r"|(?:access|refresh|id|session|auth)[ \t]+token\s*:|\S*[?&][\w.-]*(?:" + _KEYS + r")=)" + _BARE + r"+)*")
 _SEP = r"\s*(?:=>|[=:](?!>))\s*"  # key=value, key: value, and Ruby's and PHP's key => value
 _IDENTIFIER = re.compile(r"[A-Za-z_.-]+")
 
@@ -76,8 +76,14 @@ _PROSE_WORDS = _STATUS_WORDS | frozenset((
     "unable", "error", "failure", "provided", "supplied", "specified", "given", "doesn't", "received", "got",
     "isn't", "wasn't", "can't", "couldn't", "didn't", "expected", "requires", "needs", "only", "already",
 ))
-_SECRETISH = re.compile(r"(?=[^\d]*\d)(?=[^A-Za-z]*[A-Za-z])[\w+/=.~-]{6,}|[\w+/=~-]{20,}", re.ASCII)
+# Letters and digits in one run of 6 or more, an unbroken run of 20, or a run of 12 with three capitals
+# inside it (a base62 token without a digit): searched for anywhere in a word, so one "!" (Salesforce's
+# session ids), "%2F" or "$" does not hide the rest.
+_SECRETISH = re.compile(r"(?=[\w+/=.~-]*\d)(?=[\w+/=.~-]*[A-Za-z])[\w+/=.~-]{6,}|[\w+/=~-]{20,}"
+                        r"|(?=[A-Za-z]{12})[A-Za-z][a-z]*[A-Z][a-z]*[A-Z][a-z]*[A-Z]", re.ASCII)
 _DATEISH = re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:.]{5,15})?Z?|\d\d?:\d\d(?::\d\d)?|\d\d?-[A-Za-z]{3}-\d{2,4}")
+# An error code starts prose and is no secret: AADSTS700082, ORA-28001, HTTP401, 401
+_ERROR_CODE = re.compile(r"[A-Z]{1,10}[-_]?\d{2,8}|\d{3}")
 _KEY_WORDS = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])")
 _PASSWORDISH = re.compile(r"(?i)pass|pwd|secret|credential")
 
@@ -86,10 +92,17 @@ def _secret_like(word: str) -> bool:
     """Whether a word of a value could be (part of) a secret."""
     if MARK[:-1] in word:  # what a rule left: redacted again, the same way
         return True
-    w = word.strip(".,!?:;()[]{}\"'")
-    if not w.isascii() or w.lower() in _STATUS_WORDS or _DATEISH.fullmatch(w):
-        return False
-    return bool(_SECRETISH.fullmatch(w))
+    w = word.strip(".,!?:;()[]{}\"'“”‘’")
+    if not w.isascii() or w.lower() in _STATUS_WORDS or _DATEISH.fullmatch(w) or _ERROR_CODE.fullmatch(w):
+        return False  # other scripts' words and dates ("2014年8月17日"), status words, error codes
+    if len(w) >= 6 and any(c.isdigit() for c in w) and any(c.isalpha() for c in w):
+        return True  # letters and digits, whatever separates them: "Hunter#2024", "00D…!AQ4AQ…"
+    return bool(_SECRETISH.search(w))
+
+
+def _words_redacted(value: str) -> str:
+    """``value`` with each word that looks like a secret replaced (prose is kept around them)."""
+    return re.sub(r"\S+", lambda w: MARK if _secret_like(w.group(0)) else w.group(0), value)
 
 
 def _bare_value(m: re.Match[str]) -> str:
@@ -100,22 +113,23 @@ def _bare_value(m: re.Match[str]) -> str:
     if start and m.string[start - 1] in "?&":  # in a query string a value has no blanks
         if first in _STATUS_WORDS and len(words) == 1:
             return m.group(0)
-        return head + MARK + value[len(words[0]):]
+        return head + MARK + _words_redacted(value[len(words[0]):])
     key = re.split(r"\s*(?:=>|[=:])", head, maxsplit=1)[0].strip(" \t\"'[]")
     if "=" in head:  # key=value, key => value: an assignment, not a sentence
-        if (first in _STATUS_WORDS and not any(map(_secret_like, words))) or (key == "PASS" and value.isdigit()):
-            return m.group(0)
+        if (first in _STATUS_WORDS and len(words) == 1) or (key == "PASS" and value.isdigit()):
+            return m.group(0)  # "token=expired"; dbt's "PASS=401"
         return head + MARK
-    if key.lower() == "token" and len(words) > 1 and words[0].isalpha() \
-            and _PROSE_KEY.search(m.string[max(0, start - 40):start]):
-        return m.group(0)
-    if any(map(_secret_like, words)):
-        return head + MARK
-    names = {w.lower() for w in _KEY_WORDS.findall(key) if len(w) > 2}
-    if first in _PROSE_WORDS or names & {w.rstrip(".,!?:;").lower() for w in words[:3]}:
-        return m.group(0)
-    if len(words) > 1 and not _PASSWORDISH.search(key):
-        return m.group(0)
+    sentence = key.lower() == "token" and len(words) > 1 and words[0].isalpha() \
+        and _PROSE_KEY.search(m.string[max(0, start - 40):start])  # Meta's "Error validating access token: …"
+    if not sentence:
+        names = {w.lower() for w in _KEY_WORDS.findall(key) if len(w) > 2}
+        # its first words (not the secret-looking ones: redacted, they would not name it on a second pass)
+        opening = {w.lower() for word in words[:3] if not _secret_like(word) for w in _KEY_WORDS.findall(word)}
+        sentence = first in _PROSE_WORDS or bool(_ERROR_CODE.fullmatch(words[0].rstrip(".,!?:;"))) \
+            or bool(names & opening) \
+            or (len(words) > 1 and not _PASSWORDISH.search(key) and not any(map(_secret_like, words)))
+    if sentence and not _secret_like(words[0]):
+        return head + _words_redacted(value)  # prose, with any secret-looking word in it redacted
     return head + MARK
 
 
@@ -157,7 +171,7 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
     # DSN passwords: scheme://user:pass@host (the user may be empty), split at the last @ before the host;
     # a password with a "/" in it runs to the first @. A scheme starts only where no scheme character
     # precedes it: linear on long runs of them.
-    (re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\]@)(?:[^\s/]*@|[^\s@]*@)"
+    (re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\]@)(?:[^\s/]{0,256}@|[^\s@]{0,256}@)"
                 r"(?=[^\s@/]+)"),
      r"\1" + MARK + "@"),
     _USER_PASS_HOST,
@@ -165,17 +179,22 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"https://hooks\.slack\.com/(services|workflows|triggers)/(?!\[REDACTED\])\S+"), r"https://hooks.slack.com/\1/" + MARK),
     # JSON "key": "value", Python 'key': 'value', Ruby "key" => "value"
     (
-        re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\s*(?::|=>)\s*([\"']))(?!\[REDACTED\])"
-                   r"(?:(?!\3)[^\\\n]|\\.)+(\3)"),
+        re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\s*(?::|=>)\s*(?:[ubr]{1,2}(?=[\"']))?([\"']))"
+                   r"(?!\[REDACTED\])(?:(?!\3)[^\\\n]|\\.)+(\3)"),
         r"\1" + MARK + r"\4",
     ),
     # the same JSON quoted inside a string, once or more (a log line, another JSON value, Airbyte's
     # messages): \"key\": \"value\", \\"key\\": \\"value\\"; an escaped quote in the value is part of it
     (
-        re.compile(r"(?i)((\\+)([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\3\s*(?::|=>)\s*\2\3)(?!\[REDACTED\])"
+        re.compile(r"(?i)((?<!\\)(\\+)([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\3\s*(?::|=>)\s*\2\3)(?!\[REDACTED\])"
                    r"(?:(?!(?<!\\)\2\3)[^\n])+((?<!\\)\2\3)"),
         r"\1" + MARK + r"\4",
     ),
+    # JSON escaped for HTML: &quot;key&quot;:&quot;value&quot; (&#34; too)
+    (re.compile(r"(?i)((&quot;|&#34;)[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\s*:\s*\2)(?!\[REDACTED\])"
+                r"(?:(?!&quot;|&#34;)[^\n<]){1,4096}(\2)"), r"\1" + MARK + r"\3"),
+    # Firebase's ?auth=<secret> (as a word of prose "auth" is about the step: only in a query string)
+    (re.compile(r"(?i)([?&]auth=)(?!\[REDACTED\])[^&\s\"'#]+"), r"\1" + MARK),
     # JSON "key": 12345678
     (re.compile(r"(?i)(([\"'])[a-z0-9_-]*?(?:" + _JSON_KEYS + r")\2\s*(?::|=>)\s*)-?[0-9][0-9.eE+-]*"), r"\1" + MARK),
     # JSON in a URL's query: %22key%22%3A%22value%22
@@ -219,6 +238,14 @@ _RULES: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"(?<![\w/])(1//)[\w-]{20,}"), r"\1" + MARK),
     (re.compile(r"\b(whsec_)[A-Za-z0-9+/=]{8,}"), r"\1" + MARK),
     (re.compile(r"\b(shp(?:at|ca|pa|ss)_)[a-fA-F0-9]{16,}"), r"\1" + MARK),
+    (re.compile(r"\b(EAA)[A-Za-z0-9]{20,}"), r"\1" + MARK),  # Meta (Facebook, Instagram) access tokens
+    (re.compile(r"\b(SG\.)[\w-]{16,}\.[\w-]{16,}"), r"\1" + MARK),  # SendGrid
+    (re.compile(r"\b(sk-(?:proj-|ant-)?)[A-Za-z0-9_-]{20,}"), r"\1" + MARK),  # OpenAI, Anthropic
+    (re.compile(r"\b(glpat-)[\w-]{20,}"), r"\1" + MARK),  # GitLab
+    (re.compile(r"\b(GOCSPX-)[\w-]{20,}"), r"\1" + MARK),  # Google OAuth client secrets
+    (re.compile(r"\b(pat-(?:na|eu|ap)\d-)[\w-]{20,}"), r"\1" + MARK),  # HubSpot private apps
+    (re.compile(r"(?i)(api\.telegram\.org/bot\d+:)[\w-]{20,}"), r"\1" + MARK),
+    (re.compile(r"(?i)(discord(?:app)?\.com/api/webhooks/\d+/)[\w-]{20,}"), r"\1" + MARK),
 ]
 
 
@@ -248,7 +275,7 @@ def redact_shapes(text: str) -> str:
 # its whole value is one, whatever it looks like.
 # Not every "…key" names a secret here: "dedup_key", "routing_key" and "group_key" are labels that
 # alerts matches and groups on; only the kinds of key that are credentials.
-_NAME_KEYS = _JSON_KEYS.replace("|key", "") + (
+_NAME_KEYS = _JSON_KEYS.replace("|key)", ")") + r"|(?:proxy-)?authorization" + (
     r"|(?:api|access|secret|private|account|subscription|application|sharedaccess|client|master|signing"
     r"|encryption)[_-]?key")
 _SECRET_NAME = re.compile(r"(?i)[a-z0-9_.\[\]-]*?(?:" + _NAME_KEYS + r")")

@@ -291,10 +291,15 @@ def alert_data(
     reason: str = "",
     state_label: str | None = None,
     owner: str | None = None,
+    usual_auth: str | None = None,
 ) -> dict[str, Any]:
     """The one template data model for alert messages (every channel renders from this).
 
-    ``owner`` is the integration's ``[[integrations]] owner``: the person to act, named in the message."""
+    ``owner`` is the integration's ``[[integrations]] owner``: the person to act, named in the message.
+    ``usual_auth`` is the provider's usual auth method (``Catalog.default_auth``): the fix and its button
+    are written for it when the alert does not say (the alert keeps what was reported: it is matched,
+    grouped and routed on)."""
+    auth = alert.auth_method or usual_auth
     first_seen = as_utc(alert.first_seen)
     resolved_at = as_utc(alert.resolved_at) if alert.resolved_at else None
     # Ingest sanitised these already; once more here so no caller can put a CR/LF or control into a message.
@@ -341,15 +346,15 @@ def alert_data(
             "base_code": entry.base_code,
             "title": entry.title,
             "cause": entry.cause,
-            "solution": entry.solution_for(alert.auth_method),
-            "action": entry.action_for(alert.auth_method),
+            "solution": entry.solution_for(auth),
+            "action": entry.action_for(auth),
             "causes": list(entry.causes),
             # Slack's "Why": the cause, or where the cause only repeats the title, the usual causes
             "why": "; ".join(entry.causes[:2]) if entry.causes and entry.cause.strip(". ").lower()
                    == entry.title.strip(". ").lower() else entry.cause,
             "docs": entry.docs or "",
         },
-        "action_label": ACTION_LABEL.get(entry.action_for(alert.auth_method), "Fix it"),
+        "action_label": ACTION_LABEL.get(entry.action_for(auth), "Fix it"),
         "dashboard_url": dashboard_url,
         "alert_url": f"{dashboard_url}/alerts/{alert.id}" if alert.id else dashboard_url,  # a test message's has none
         "now": as_utc(now),
@@ -410,6 +415,8 @@ def resolution(resolved_by: str) -> str:
     """How an alert was resolved, as a message says it: confirmed by the pipeline, or someone's word."""
     if not resolved_by:
         return ""
+    if resolved_by.startswith("reauthorized"):  # alerts.tokens: a newer issued_at
+        return "Reauthorized: the refresh token was issued anew."
     if resolved_by.endswith(" success event"):
         source = resolved_by.removesuffix(" success event")
         label = SOURCE_LABEL.get(source)

@@ -90,10 +90,15 @@ def due_leads(expires: datetime, *, now: datetime, leads: list[timedelta], warne
 
 def _leads(token: Token, expires: datetime, leads: list[timedelta]) -> list[timedelta]:
     """The lead times that fall after the token was issued: a 7-day token warned 7 days ahead would warn
-    the moment it is issued — right after the reauthorization that made it."""
+    the moment it is issued — right after the reauthorization that made it. A token shorter-lived than
+    every lead is warned once, half its lifetime before it expires."""
     if token.issued_at is None:
         return leads
-    return [lead for lead in leads if expires - lead > as_utc(token.issued_at)]
+    issued = as_utc(token.issued_at)
+    kept = [lead for lead in leads if expires - lead > issued]
+    if not kept and leads and expires > issued:
+        kept = [(expires - issued) / 2]
+    return kept
 
 
 def fingerprint(integration_id: str) -> str:

@@ -387,7 +387,7 @@ class Worker:
                 data = alert_data(
                     kind=row.kind, alert=alert, entry=entry,
                     dashboard_url=self.settings.server.base_url(), now=self.clock(),
-                    owner=reg.owner if reg else None,
+                    owner=reg.owner if reg else None, usual_auth=self.catalog.default_auth.get(alert.provider or ""),
                 )
                 data["group"] = self._group(session, alert, entry)
                 payload = self.renderer.alert(data).to_json()

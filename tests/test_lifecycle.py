@@ -51,10 +51,8 @@ def firing(sev: Severity = Severity.critical, last: datetime | None = NOW, **kw)
                      Reason.repeat, None, id="acknowledged gets no reminder"),
         pytest.param(firing(last=NOW - timedelta(days=1), silenced=True), fail(), {}, Action.bump, Reason.repeat,
                      None, id="silenced gets no reminder"),
-        pytest.param(firing(silenced=True, told=False), ok(), {}, Action.resolve, Reason.success, None,
-                     id="silenced before its first message resolves quietly"),
-        pytest.param(firing(silenced=True), ok(), {}, Action.resolve, Reason.success, Kind.resolved,
-                     id="silenced after its first message is announced fixed"),
+        pytest.param(firing(silenced=True), ok(), {}, Action.resolve, Reason.success, None,
+                     id="silenced resolves quietly"),
     ],
 )
 def test_decide(prev, event, kwargs, action, reason, notify) -> None:

@@ -58,6 +58,9 @@ def test_native_array_gets_one_key_per_event(signed) -> None:
     # a later delivery whose own id reads like one of those is another delivery, not a replay
     later = kit.native(signed, kit.dumps({**SF, "integration_id": "other"}), msg_id="msg_batch-2")
     assert later.json()["accepted"] == 1 and len(events(signed.app.state.engine)) == 4
+    # nor can a delivery's id claim another source's (found by a code review: "stitch-job-42")
+    kit.native(signed, kit.dumps({**SF, "integration_id": "third"}), msg_id="stitch-job-42")
+    assert "native-stitch-job-42" in {e.event_id for e in events(signed.app.state.engine)}
 
 
 def test_native_rotated_secret_passes(signed) -> None:

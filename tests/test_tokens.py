@@ -169,3 +169,19 @@ def test_a_token_warning_reads_as_a_warning_and_a_short_lived_token_is_not_warne
     text = sent.get_body(("plain",)).get_content()
     assert "needs reauthorizing before its refresh token expires" in text and "in 23h" in text
     assert "cannot authenticate" not in text and "failure" not in text
+
+
+def test_a_token_shorter_lived_than_every_lead_is_warned_once_half_way(make_client, make_settings, clock) -> None:
+    """Found by a code review: skipping the leads that fall before a token's issue left a 20-hour token
+    (leads 7d and 1d) with no warning at all."""
+    client = make_client(make_settings())
+    expires = clock.now + timedelta(hours=20)
+    r = client.post("/v1/tokens", json={"integration_id": "short", "provider": "google", "issued_at": iso(clock.now),
+                                        "expires_at": iso(expires)})
+    assert r.status_code == 202, r.text
+    run_worker_once(client.app)
+    assert warnings(client.app.state.engine) == []
+    clock.advance(hours=10, minutes=1)
+    run_worker_once(client.app)
+    [w] = warnings(client.app.state.engine)
+    assert "in 9h" in w.last_error

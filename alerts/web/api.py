@@ -157,6 +157,7 @@ async def post_events(request: Request, settings: SettingsDep, engine: EngineDep
 
 def alert_public(alert: Alert, catalog: Catalog) -> dict[str, Any]:
     entry = catalog.get(alert.code)
+    auth = alert.auth_method or catalog.default_auth.get(alert.provider or "")  # the fix as its messages write it
     return {
         "id": alert.id,
         "fingerprint": alert.fingerprint,
@@ -182,8 +183,8 @@ def alert_public(alert: Alert, catalog: Catalog) -> dict[str, Any]:
         "resolved_by": alert.resolved_by,
         "first_notified_at": _iso(alert.first_notified_at),
         "remediation": (
-            {"title": entry.title, "cause": entry.cause, "solution": entry.solution_for(alert.auth_method),
-             "action": entry.action_for(alert.auth_method), "causes": list(entry.causes), "docs": entry.docs}
+            {"title": entry.title, "cause": entry.cause, "solution": entry.solution_for(auth),
+             "action": entry.action_for(auth), "causes": list(entry.causes), "docs": entry.docs}
             if entry else None
         ),
     }

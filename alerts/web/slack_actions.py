@@ -311,7 +311,7 @@ def owe_updates(s: Session, alert: Alert, *, message_ref: str | None, key: str, 
     for ref, n in targets.items():
         reg = settings.integration(alert.integration_id)
         data = alert_data(kind=n.kind, alert=alert, entry=entry, dashboard_url=settings.server.base_url(), now=now,
-                          owner=reg.owner if reg else None)
+                          owner=reg.owner if reg else None, usual_auth=catalog.default_auth.get(alert.provider or ""))
         data["slack_notes"] = [f"{icon} {text}" for icon, text in notes]
         payload = _payload(renderer.slack("slack/alert.json.j2", data), [t for _, t in notes], data)
         rows.append(outbox.notification_row(

@@ -40,6 +40,7 @@ from alerts.ingest import IngestResult
 from alerts.models import AlertState, AuthErrorEvent, EventStatus
 from alerts.sources import airbyte, alertmanager, fivetran, pagerduty, signing
 from alerts.sources.envelope import BadPayload, decode_json
+from alerts.sources.native import RESERVED_ID_PREFIXES
 from alerts.sources.vendor import AdapterError, Batch, Stale
 from alerts.storage import Alert, session_scope
 from alerts.web.guard import KINDS, Guard, GuardMiddleware, Refusal, refusal_response
@@ -435,6 +436,8 @@ def with_delivery_id(events: list[AuthErrorEvent], message_id: str | None, *, ma
     """Events without their own ``event_id`` take the delivery's ``webhook-id`` (``<id>#<n>`` in an array:
     ``#`` is no character of an ``event_id`` a sender writes, so no later delivery's id can be one of these)."""
     if message_id:
+        if message_id.startswith(RESERVED_ID_PREFIXES):  # as for an event_id: not another source's id
+            message_id = "native-" + message_id
         for i, ev in enumerate(events):
             if not ev.event_id:
                 ev.event_id = f"{message_id}#{i}" if many else message_id
