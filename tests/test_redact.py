@@ -131,7 +131,8 @@ def test_redact_twice_changes_nothing(text: str) -> None:
 def test_patterns_are_linear_on_hostile_repetition() -> None:
     import time
 
-    for unit in ("a-", "a.", "a+", "-----BEGIN PRIVATE KEY-----", '"token": "', "code="):
+    # the last two found by a leak review: a run of backslashes (1.8 s per 16 KiB), repeated schemes
+    for unit in ("a-", "a.", "a+", "-----BEGIN PRIVATE KEY-----", '"token": "', "code=", "\\", "a://b:"):
         small, big = unit * 2_000, unit * 16_000
         t0 = time.perf_counter()
         redact(small)
@@ -172,9 +173,7 @@ def test_many_keys_in_one_text_stay_linear() -> None:
 
 
 # Found by a review that posted each through the server and grepped the database, outbox and log.
-@pytest.mark.parametrize(
-    ("text", "secrets", "kept"),
-    [
+LEAK_REVIEW_1 = [
         pytest.param("user=bob password=correct horse battery staple", ["horse", "battery", "staple"], "user=bob",
                      id="multi-word-equals"),
         pytest.param("Driver={ODBC};Password=My secret PW;Encrypt=True", ["My", "secret", "PW"], ";Encrypt=True",
@@ -222,14 +221,7 @@ def test_many_keys_in_one_text_stay_linear() -> None:
                      id="xml-namespaced"),
         pytest.param("Cookie: sessionid=LEAK28; csrftoken=LEAK29 X-Request-Id: 42", ["LEAK28", "LEAK29"],
                      "X-Request-Id: 42", id="cookie-stops-at-next-header"),
-    ],
-)
-def test_redact_forms_found_in_leak_review(text: str, secrets: list[str], kept: str) -> None:
-    out = redact(text)
-    for secret in secrets:
-        assert secret not in out, out
-    assert kept in out, out
-    assert redact(out) == out
+]
 
 
 @pytest.mark.parametrize(
@@ -284,9 +276,7 @@ def test_a_value_that_only_looks_like_prose_is_redacted(text: str, secret: str) 
 
 
 # Found by a second leak review: prose kept whole carried credentials along; one symbol hid a token.
-@pytest.mark.parametrize(
-    ("text", "secrets", "kept"),
-    [
+LEAK_REVIEW_2 = [
         pytest.param('{"error":{"message":"Malformed access token EAAGm0PX4ZCpsBAabc123XYZdef","code":190}}',
                      ["EAAGm0PX4ZCpsBAabc123XYZdef"], "Malformed access token", id="meta-token-shape"),
         pytest.param("Error validating access token: Session has expired for GET /me?access_token=EAAB123xyzABC",
@@ -327,9 +317,11 @@ def test_a_value_that_only_looks_like_prose_is_redacted(text: str, secret: str) 
                       "pat-na1-abcdefgh"], "SG.", id="token-shapes"),
         pytest.param('{"authorization": "Basic TEVBS0VEOnB3"}', ["TEVBS0VEOnB3"], '"authorization": "',
                      id="authorization-json"),
-    ],
-)
-def test_redact_forms_found_in_second_leak_review(text: str, secrets: list[str], kept: str) -> None:
+]
+
+
+@pytest.mark.parametrize(("text", "secrets", "kept"), LEAK_REVIEW_1 + LEAK_REVIEW_2)
+def test_redact_forms_found_in_leak_reviews(text: str, secrets: list[str], kept: str) -> None:
     out = redact(text)
     for secret in secrets:
         assert secret not in out, out
@@ -355,19 +347,6 @@ def test_a_label_or_log_field_named_authorization_is_redacted_whole() -> None:
 
     assert clean_labels({"authorization": "Basic TEVBS0VEOnB3"}) == {"authorization": "[REDACTED]"}
     assert redact_value({"Proxy-Authorization": "Negotiate abc"}) == {"Proxy-Authorization": "[REDACTED]"}
-
-
-def test_runs_of_backslashes_and_schemes_stay_linear() -> None:
-    import time
-
-    for unit in ("\\", "a://b:"):
-        small, big = unit * (2_000 // len(unit)), unit * (16_000 // len(unit))
-        t0 = time.perf_counter()
-        redact(small)
-        t1 = time.perf_counter()
-        redact(big)
-        t2 = time.perf_counter()
-        assert t2 - t1 < max(0.05, 25 * (t1 - t0)), (unit, t1 - t0, t2 - t1)
 
 
 _FRAGMENTS = st.sampled_from([
