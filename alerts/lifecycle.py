@@ -92,8 +92,8 @@ def decide(
     if prev is None:
         return Decision(Action.open, Reason.first, notify=Kind.firing)
     if event.severity.rank > prev.severity.rank:
-        # Before the first message went out there is nothing to update: that message, still to be sent,
-        # says what the alert is when it goes (an "updated" would arrive before the "firing" it updates).
+        # While the first message waits out group_wait there is nothing to update: that message says what
+        # the alert is when it goes (an "updated" would arrive before the "firing" it updates).
         return Decision(
             Action.bump, Reason.escalated, notify=Kind.updated if prev.told and not prev.silenced else None,
             escalate=True,
