@@ -627,7 +627,7 @@ class Batch:
             integration_id=event.integration_id,
             provider=event.provider,
             account_id=event.account_id,
-            candidates=(event.reauthorize_url,), configured=str(reg.reauthorize_url) if reg and reg.reauthorize_url else None,
+            candidates=(event.reauthorize_url,), configured=reg.reauthorize_url if reg else None,
         )
         for bad in rejected:
             log.warning("reauthorize link dropped: not https, host not in [links] allowed_hosts, or carries a "

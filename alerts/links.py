@@ -63,7 +63,7 @@ def reauthorize_url(
     provider: str | None = None,
     account_id: str | None = None,
     candidates: tuple[str | None, ...] = (),
-    configured: str | None = None,
+    configured: object | None = None,
 ) -> tuple[str | None, list[str]]:
     """The first safe URL among ``candidates`` (the event's), else ``configured`` (the integration's own
     ``[[integrations]] reauthorize_url``: the operator's word, trusted as a ``[links]`` template is, its
@@ -73,7 +73,8 @@ def reauthorize_url(
     """
     hosts = allowed_hosts(links)
     rejected = []
-    for url, trusted in [*((c, False) for c in candidates), (configured, True)]:
+    own_link = str(configured) if configured else None  # an HttpUrl from the config
+    for url, trusted in [*((c, False) for c in candidates), (own_link, True)]:
         if not url:
             continue
         own = {(urlsplit(url).hostname or "").lower()} if trusted else set()

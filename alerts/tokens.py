@@ -183,7 +183,7 @@ def _warn(session: Session, token: Token, *, expires: datetime, life: Lifetime |
         url, _ = reauthorize_url(links=settings.links, integration_id=token.integration_id, provider=token.provider,
                                  account_id=reg.account_id if reg else None,
                                  candidates=(token.reauthorize_url,),
-                                 configured=str(reg.reauthorize_url) if reg and reg.reauthorize_url else None)
+                                 configured=reg.reauthorize_url if reg else None)
         alert = Alert(
             fingerprint=fingerprint(token.integration_id),
             integration_id=token.integration_id,
