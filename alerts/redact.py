@@ -54,9 +54,9 @@ def _short_value(m: re.Match[str]) -> str:
 # as prose: it starts with a word of prose, names its key in its first words ("Client secret: Client
 # secret has expired"), or — for a key that holds a token, which is never several words — has more
 # than one word. A password's or secret's value can be several plain words ("correct horse battery
-# staple"): only the first two ways count for it, and a passphrase that starts with a word of prose
-# ("password: the quick brown fox") is the known gap. After "<access|refresh|id|session|auth> token:"
-# a sentence of words is Meta's prose whatever it holds — where that "<access…>" word is prose itself,
+# staple"): only the first two ways count for it, and only when a word of it is about an error
+# ("password: must be at least 8 characters"; "password: the quick brown fox" is redacted).
+# After "<access|refresh|id|session|auth> token:" a sentence of words is Meta's prose whatever it holds — where that "<access…>" word is prose itself,
 # not the value of a key before it ("password=access token: …"). After "=" only a status word is kept
 # ("token=expired"), and dbt's "PASS=401". Everything else is redacted, every word of it up to where the
 # value ends. Only the few characters before a match are looked at: linear however many keys a text holds.
@@ -75,6 +75,15 @@ _PROSE_WORDS = _STATUS_WORDS | frozenset((
     "this", "that", "your", "you", "our", "we", "it", "its", "their", "they", "all", "any", "too",
     "unable", "error", "failure", "provided", "supplied", "specified", "given", "doesn't", "received", "got",
     "isn't", "wasn't", "can't", "couldn't", "didn't", "expected", "requires", "needs", "only", "already",
+))
+# What a password's value says when it is an error about the password, not the password: a passphrase
+# of plain words ("password: the quick brown fox") holds none of these.
+_ERROR_WORDS = _STATUS_WORDS | frozenset((
+    "not", "must", "cannot", "can't", "unable", "error", "failure", "please", "check", "verify", "ensure",
+    "doesn't", "isn't", "wasn't", "didn't", "couldn't", "don't", "provided", "supplied", "specified", "given",
+    "expected", "authentication", "match", "valid", "correct", "reset", "change", "changed", "characters",
+    "policy", "length", "long", "short", "attempts", "locked", "retry", "again", "login", "log", "sign",
+    "received", "status", "response", "request", "http",
 ))
 # Letters and digits in one run of 6 or more, an unbroken run of 20, or a run of 12 with three capitals
 # inside it (a base62 token without a digit): searched for anywhere in a word, so one "!" (Salesforce's
@@ -125,9 +134,13 @@ def _bare_value(m: re.Match[str]) -> str:
         names = {w.lower() for w in _KEY_WORDS.findall(key) if len(w) > 2}
         # its first words (not the secret-looking ones: redacted, they would not name it on a second pass)
         opening = {w.lower() for word in words[:3] if not _secret_like(word) for w in _KEY_WORDS.findall(word)}
+        passwordish = bool(_PASSWORDISH.search(key))
         sentence = first in _PROSE_WORDS or bool(_ERROR_CODE.fullmatch(words[0].rstrip(".,!?:;"))) \
             or bool(names & opening) \
-            or (len(words) > 1 and not _PASSWORDISH.search(key) and not any(map(_secret_like, words)))
+            or (len(words) > 1 and not passwordish and not any(map(_secret_like, words)))
+        if sentence and passwordish and len(words) > 1:  # a passphrase of plain words is not an error
+            sentence = any(w.lower() in _ERROR_WORDS or _ERROR_CODE.fullmatch(w)
+                           for w in (word.strip(".,!?:;()\"'") for word in words))
     if sentence and not _secret_like(words[0]):
         return head + _words_redacted(value)  # prose, with any secret-looking word in it redacted
     return head + MARK
