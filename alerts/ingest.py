@@ -758,6 +758,8 @@ def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Set
         f"AND status IN ({{mark}}, {{mark}}, {{mark}}) ORDER BY id",
         [alert.id, Kind.firing.value, DeliveryStatus.sent.value, DeliveryStatus.failed.value,
          DeliveryStatus.pending.value])
+    if alert.correlation_lead_id is not None:
+        _owe_group_edit(raw, alert, now=now)
     if not settings.alerting.send_resolved or alert.silenced or not told:  # silenced: no messages at all
         return
     targets: dict[tuple[str, str], Target] = {}
@@ -767,6 +769,23 @@ def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Set
     alert.last_notified_at = now
     outbox.insert_many(raw, [outbox.notification_row(alert_id=alert.id, kind=Kind.resolved, seq=alert.notify_seq,
                                                      target=t, due=now, now=now) for t in targets.values()])
+
+
+def _owe_group_edit(raw: Raw, member: Any, *, now: datetime) -> None:
+    """A member of a correlated group is fixed: its lead's Slack posts, which name every member, are edited
+    in place (rendered when sent, so they show the group as it is then: "— fixed", "2 of 3 still failing").
+    Nothing new is posted, and emails, which cannot be edited, wait for the lead's own resolution."""
+    table = Notification.__tablename__
+    posts = raw.select(
+        f"SELECT receiver, target, external_ref FROM {table} WHERE alert_id = {{mark}} AND kind = {{mark}} "
+        f"AND channel = {{mark}} AND status = {{mark}} AND external_ref IS NOT NULL ORDER BY id",
+        [member.correlation_lead_id, Kind.firing.value, "slack", DeliveryStatus.sent.value])
+    rows = [outbox.notification_row(
+        alert_id=member.correlation_lead_id, kind=Kind.action, seq=f"member-fixed:{member.id}",
+        target=Target(receiver, "slack", {**dict(raw.json_of(target) or {}), "update_ref": ref}), due=now, now=now)
+        for receiver, target, ref in posts]
+    if rows:
+        outbox.insert_many(raw, rows)
 
 
 def acknowledge_alert(session: Session, alert: Alert, *, now: datetime, by: str) -> bool:

@@ -359,6 +359,7 @@ def alert_data(
         "alert_url": f"{dashboard_url}/alerts/{alert.id}" if alert.id else dashboard_url,  # a test message's has none
         "now": as_utc(now),
         "group": None,  # set by the worker when this alert leads several failing together
+        "still_failing": None,  # set by the worker for a resolved alert whose group still fails
     }
 
 

@@ -35,6 +35,9 @@ from alerts.storage import Alert, DatabaseClock, Notification, session_scope
 log = logging.getLogger("alerts.worker")
 
 Clock = Callable[[], datetime]
+# How a correlation key reads in a message: "3 integrations authorized by alice@example.com"
+CORRELATION_WORDS = {"authorized_by": "authorized by", "account_id": "in account", "provider": "at"}
+STILL_FAILING_SHOWN = 25  # a resolved group member's message names at most this many still failing
 CLOCK_TOLERANCE = 2.0  # seconds between this replica's idea of the database's clock and a claim's now()
 # What several integrations failing together with one code most likely means (issue: one cause, many alerts).
 LIKELY_CAUSE = {
@@ -384,12 +387,16 @@ class Worker:
                 if entry is None:
                     raise ValueError(f"unknown catalog code {alert.code!r}")
                 reg = self.settings.integration(alert.integration_id)
+                # an in-place edit owed by the ingest path (a group member fixed) shows the first message anew
+                kind = Kind.firing if row.kind == Kind.action else row.kind
                 data = alert_data(
-                    kind=row.kind, alert=alert, entry=entry,
+                    kind=kind, alert=alert, entry=entry,
                     dashboard_url=self.settings.server.base_url(), now=self.clock(),
                     owner=reg.owner if reg else None, usual_auth=self.catalog.default_auth.get(alert.provider or ""),
                 )
                 data["group"] = self._group(session, alert, entry)
+                if row.kind == Kind.resolved:
+                    data["still_failing"] = self._still_failing(session, alert)
                 payload = self.renderer.alert(data).to_json()
                 db_row = session.get(Notification, row.id)
                 if db_row is not None:
@@ -435,7 +442,7 @@ class Worker:
         return {
             "count": len(everyone),
             "open": sum(1 for a in everyone if a.state != "resolved"),
-            "key": {"authorized_by": "authorized by", "account_id": "in account", "provider": "at"}.get(kind, kind),
+            "key": CORRELATION_WORDS.get(kind, kind),
             "value": value,
             "started": as_utc(min(a.first_seen for a in everyone)),
             "likely": LIKELY_CAUSE.get(entry.base_code, entry.cause),
@@ -443,6 +450,25 @@ class Worker:
                 "id": a.id, "name": a.integration_name or a.integration_id, "integration_id": a.integration_id,
                 "provider": provider_label(a.provider), "state": a.state, "reauthorize_url": a.reauthorize_url,
             } for a in everyone],
+        }
+
+    def _still_failing(self, session: Any, alert: Alert) -> dict[str, Any] | None:
+        """For a resolved alert of a correlated group: the integrations still failing for the same cause (the
+        same key and code), so the message that said "N integrations" does not read as if all were fixed."""
+        if not alert.correlation_key:
+            return None
+        open_ = session.exec(select(Alert).where(
+            Alert.correlation_key == alert.correlation_key, Alert.state != AlertState.resolved.value,
+            Alert.id != alert.id).order_by(Alert.first_seen, Alert.id).limit(STILL_FAILING_SHOWN + 1)).all()
+        if not open_:
+            return None
+        kind, _, rest = alert.correlation_key.partition("=")
+        return {
+            "key": CORRELATION_WORDS.get(kind, kind), "value": rest.rpartition("|")[0],
+            "more": len(open_) > STILL_FAILING_SHOWN,
+            "members": [{"name": a.integration_name or a.integration_id, "integration_id": a.integration_id,
+                         "provider": provider_label(a.provider), "reauthorize_url": a.reauthorize_url}
+                        for a in open_[:STILL_FAILING_SHOWN]],
         }
 
     @property

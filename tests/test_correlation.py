@@ -182,3 +182,58 @@ def test_the_new_lead_is_one_that_speaks(client, peers, clock) -> None:
     by_id = {a.integration_id: a for a in alerts(engine)}
     assert by_id["ga-2"].correlation_lead_id is None and by_id["ga-1"].correlation_lead_id == by_id["ga-2"].id
     assert any("Google Ads 2" in str(m["blocks"]) for m in top_level(slack)[1:])
+
+
+def test_a_fixed_member_edits_the_group_post_in_place(client, peers, clock) -> None:
+    """A member fixed while its lead still fails: the group's post is edited (the member marked fixed, the
+    count of those still failing down by one); nothing new is posted and no email is sent."""
+    slack, smtp = peers
+    three_failing_together(client, clock)
+    mails = len(smtp.messages)
+    [post] = top_level(slack)
+    assert "3 of 3 still failing" in str(post["blocks"])
+    assert client.post("/v1/events", json={"integration_id": "ga-2", "status": "succeeded"}).status_code == 202
+    run_worker_once(client.app)
+    assert len(slack.messages) == 1 and len(post["edits"]) == 1
+    blob = str(post["blocks"])
+    assert "*Google Ads 2* (Google) — fixed" in blob and "*Google Ads 1* (Google)\\n" in blob
+    assert "2 of 3 still failing" in blob and post["text"].startswith("FIRING: 3 integrations")
+    assert len(smtp.messages) == mails
+
+
+def test_the_leads_resolution_names_the_members_still_failing(client, peers, clock) -> None:
+    """The group's post turns RESOLVED when its lead is fixed: it must not read as if all were fixed."""
+    slack, smtp = peers
+    three_failing_together(client, clock)
+    [post] = top_level(slack)
+    assert client.post("/v1/events", json={"integration_id": "ga-0", "status": "succeeded"}).status_code == 202
+    run_worker_once(client.app)
+    assert post["text"] == ("RESOLVED: Google Ads 0 — Authorization expired or revoked "
+                            "(2 more authorized by alice@example.com still failing)")
+    blob = str(post["blocks"])
+    assert "Still failing with `invalid_grant`, authorized by alice@example.com" in blob
+    for i in (1, 2):
+        assert f"<https://etl.example.com/connections/ga-{i}/reauthorize|Reauthorize> · *Google Ads {i}*" in blob
+    resolved = next(m.message for m in smtp.messages if m.message["Subject"].startswith("[RESOLVED]"))
+    assert resolved["Subject"].endswith("; 2 more still failing")
+    text = resolved.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Still failing with invalid_grant, authorized by alice@example.com:\n- Google Ads 1 (Google)" in text
+    html = resolved.get_body(("html",)).get_content()
+    assert 'href="https://etl.example.com/connections/ga-2/reauthorize"' in html
+
+
+def test_the_last_fix_of_a_group_says_all_are_working(client, peers, clock) -> None:
+    slack, smtp = peers
+    three_failing_together(client, clock)
+    [post] = top_level(slack)
+    for iid in ("ga-1", "ga-2", "ga-0"):
+        assert client.post("/v1/events", json={"integration_id": iid, "status": "succeeded"}).status_code == 202
+        clock.advance(seconds=30)
+        run_worker_once(client.app)
+    assert post["text"] == "RESOLVED: Google Ads 0 — Authorization expired or revoked"
+    assert "All 3 integrations authorized by alice@example.com that failed together are working again" \
+        in str(post["blocks"])
+    resolved = next(m.message for m in smtp.messages if m.message["Subject"].startswith("[RESOLVED]"))
+    assert "still failing" not in resolved["Subject"]
+    assert "All 3 integrations authorized by alice@example.com that failed together are working again." \
+        in resolved.get_body(("plain",)).get_content()
