@@ -519,3 +519,19 @@ def test_hostile_requests_never_give_a_5xx(make_client, make_settings, slack: Sl
     # only signed, well-formed clicks on the one alert can have changed it; the server still works
     assert {e.alert_id for e in slack_events(engine)} <= {alert_id}
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_pagerduty_acknowledge_edits_the_slack_messages_too(make_client, make_settings, slack: SlackPeer) -> None:
+    """Acknowledged through the PagerDuty-style webhook: the Slack post loses its button and says so."""
+    from tests import webhook_kit as kit
+
+    client = make_client(make_settings(**config(slack), webhooks={"pagerduty": {"secrets": [kit.PAGERDUTY]}}))
+    alert_id, message = firing(client, slack)
+    r = kit.pagerduty(client, {"event_action": "acknowledge", "dedup_key": SF["integration_id"]})
+    assert r.status_code == 202, r.text
+    run_worker_once(client.app)
+    [update] = slack.calls("chat.update")
+    assert (json.loads(update.body)["channel"], json.loads(update.body)["ts"]) == (message["channel"], message["ts"])
+    [same] = slack.top_level()
+    assert notes(same) == [":white_check_mark: Acknowledged by pagerduty acknowledge"]
+    assert ("alerts_ack", None, str(alert_id)) not in buttons(same)

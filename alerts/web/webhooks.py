@@ -38,6 +38,7 @@ from alerts.catalog import Catalog
 from alerts.config import Settings, WebhookSource, is_loopback_host
 from alerts.ingest import IngestResult
 from alerts.models import AlertState, AuthErrorEvent, EventStatus
+from alerts.render import Renderer
 from alerts.sources import airbyte, alertmanager, fivetran, pagerduty, signing
 from alerts.sources.envelope import BadPayload, decode_json
 from alerts.sources.native import RESERVED_ID_PREFIXES
@@ -141,12 +142,17 @@ def apply_batch(
     catalog: Catalog,
     now: datetime,
     body_sha256: str,
+    renderer: Renderer | None = None,
 ) -> IngestResult:
     """Store a vendor batch: its events in one ingest transaction (the rules of ``POST /v1/events``).
 
     PagerDuty ``resolve``/``acknowledge`` name an alert by ``dedup_key``: those are looked up first,
-    and acknowledgements (a state change, not an event) are applied in their own short transaction.
+    and acknowledgements (a state change, not an event) are applied in their own short transaction —
+    which also owes the alert's Slack posts an edit (no Acknowledge button, "Acknowledged by …"), as
+    an acknowledgement from the API does (needs ``renderer``).
     """
+    from alerts.web.slack_actions import owe_updates_elsewhere
+
     acked = IngestResult()
     events: list[AuthErrorEvent] = []
     lookups = [item for item in batch.items if _by_dedup_key(item.event)]
@@ -158,8 +164,13 @@ def apply_batch(
                 targets[id(item)] = _dedup_targets(session, ev.labels[pagerduty.DEDUP_LABEL], ev.integration_id)
                 if item.action == "acknowledge":
                     for alert in _open_alerts(session, targets[id(item)]):
-                        if ingest.acknowledge_alert(session, alert, now=now, by=f"{ev.source} acknowledge"):
+                        by = f"{ev.source} acknowledge"
+                        if ingest.acknowledge_alert(session, alert, now=now, by=by):
                             acked.accepted += 1
+                            if renderer is not None:
+                                session.flush()
+                                owe_updates_elsewhere(session, alert, how="ack", by=by, settings=settings,
+                                                      catalog=catalog, renderer=renderer, now=now)
                         acked.add_alert(alert.id)
     for item in batch.items:
         if item.action == "acknowledge":
@@ -210,6 +221,7 @@ async def _store(request: Request, kind: str, batch: Batch, body: bytes) -> Inge
     result = await run_in_threadpool(
         apply_batch, batch, engine=app.state.engine, settings=_ingest_settings(app.state.settings, kind),
         catalog=app.state.catalog, now=_now(request), body_sha256=hashlib.sha256(body).hexdigest(),
+        renderer=app.state.renderer,
     )
     app.state.worker.wake.set()
     metrics = getattr(app.state, "metrics", None)
