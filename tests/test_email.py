@@ -175,6 +175,27 @@ def test_hostile_text_never_reaches_a_header(smtp: SmtpPeer) -> None:
     assert "&lt;script&gt;" in html and "<script>" not in html
 
 
+@pytest.mark.parametrize("name", [
+    "=?utf-8?b?" + __import__("base64").b64encode(
+        b"SF\r\nReply-To: it@evil.example\r\nContent-Type: text/html\r\n\r\n<a href=https://evil.example>R</a>").decode()
+    + "?=",
+    "=?utf-8?q?x=0D=0ABcc:_evil@evil.example=0D=0A=0D=0Abody?=",
+])
+def test_an_encoded_word_in_a_name_cannot_add_headers(smtp: SmtpPeer, name: str) -> None:
+    """Found by a security review: the header parser decodes RFC 2047 words, and Python before 3.11.10 writes
+    a CR/LF decoded from one out as it is: a name carried its own Reply-To, Bcc and HTML body."""
+    send(channel(smtp), outgoing(["a@example.com"], integration_name=name))
+    [got] = smtp.messages
+    assert got.rcpt_tos == ["a@example.com"]
+    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
+    assert sorted(names) == sorted(["Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "X-Alerts-Kind",
+                                    "MIME-Version", "Content-Type"])
+    assert got.message["Reply-To"] is None and got.message["Bcc"] is None
+    assert got.message["From"] == "alerts@example.com" and got.message.is_multipart()
+    assert "= ?utf-8?" in got.message["Subject"]  # shown as written, never decoded
+
+
 # -- TLS and AUTH -----------------------------------------------------------------------------
 
 
