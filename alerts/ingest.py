@@ -628,6 +628,7 @@ class Batch:
             provider=event.provider,
             account_id=event.account_id,
             candidates=(event.reauthorize_url,), configured=reg.reauthorize_url if reg else None,
+            source=event.source,
         )
         for bad in rejected:
             log.warning("reauthorize link dropped: not https, host not in [links] allowed_hosts, or carries a "

@@ -1,4 +1,4 @@
-"""Reauthorize links (R3.6): from the event, else the integration, else the ``[links]`` template.
+"""Reauthorize links (R3.6): the integration's configured one, else the event's, else the ``[links]`` template.
 
 Only ``https`` URLs on port 443 whose host (a name, not an IP address) is allowed are ever put in a
 message; anything else — ``http`` to localhost included — is dropped (and logged by the caller) and
@@ -22,8 +22,13 @@ STITCH_SOURCE_PAGE = "https://app.stitchdata.com/client/{account_id}/pipeline/v2
 # Known deep links, used when the user configured no template for that provider.
 PROVIDER_DEFAULTS: dict[str, str] = {"stitch": STITCH_SOURCE_PAGE}
 
-# Hosts of the known deep links: always allowed.
-KNOWN_HOSTS = frozenset({"app.stitchdata.com"})
+# Hosts of the known deep links: allowed for the events of their own source (a Stitch event may link to
+# Stitch's web app; a HubSpot event from elsewhere may not).
+KNOWN_HOSTS = {"stitch": frozenset({"app.stitchdata.com"}), "stitch-email": frozenset({"app.stitchdata.com"})}
+# The longest link put in a message, percent-encoded as Slack gets it: a button's url may have 3000
+# characters and an event's 2000 emoji would make 24,000 of them (Slack refuses the whole message).
+URL_MAX = 2000
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"
 
 
 def stitch_source_url(client_id: int | str, source_id: int | str, app_url: str = STITCH_APP_URL) -> str:
@@ -31,8 +36,8 @@ def stitch_source_url(client_id: int | str, source_id: int | str, app_url: str =
     return f"{app_url.rstrip('/')}/client/{quote(str(client_id), safe='')}/pipeline/v2/sources/{quote(str(source_id), safe='')}/"
 
 
-def allowed_hosts(links: LinkSettings) -> set[str]:
-    hosts = {h.lower() for h in links.allowed_hosts} | KNOWN_HOSTS
+def allowed_hosts(links: LinkSettings, *, source: str | None = None) -> set[str]:
+    hosts = {h.lower() for h in links.allowed_hosts} | KNOWN_HOSTS.get(source or "", frozenset())
     for template in [links.reauthorize, *links.providers.values()]:
         if template:
             host = urlsplit(_fill(template, "x", "x", "x")).hostname
@@ -42,7 +47,7 @@ def allowed_hosts(links: LinkSettings) -> set[str]:
 
 
 def is_safe_url(url: str | None, hosts: set[str]) -> bool:
-    if not url or link_problem(url) is not None:
+    if not url or link_problem(url) is not None or len(quote(url, safe=_URL_SAFE)) > URL_MAX:
         return False
     host = (urlsplit(url).hostname or "").lower()
     return host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
@@ -64,17 +69,18 @@ def reauthorize_url(
     account_id: str | None = None,
     candidates: tuple[str | None, ...] = (),
     configured: object | None = None,
+    source: str | None = None,
 ) -> tuple[str | None, list[str]]:
-    """The first safe URL among ``candidates`` (the event's), else ``configured`` (the integration's own
-    ``[[integrations]] reauthorize_url``: the operator's word, trusted as a ``[links]`` template is, its
-    host need not be listed), else the template.
+    """``configured`` (the integration's own ``[[integrations]] reauthorize_url``: the operator's word,
+    trusted as a ``[links]`` template is, its host need not be listed), else the first safe URL among
+    ``candidates`` (the event's, from ``source``), else the template.
 
     Returns ``(url, rejected)`` where ``rejected`` lists the candidate URLs that failed the checks.
     """
-    hosts = allowed_hosts(links)
+    hosts = allowed_hosts(links, source=source) | KNOWN_HOSTS.get(provider or "", frozenset())
     rejected = []
     own_link = str(configured) if configured else None  # an HttpUrl from the config
-    for url, trusted in [*((c, False) for c in candidates), (own_link, True)]:
+    for url, trusted in [(own_link, True), *((c, False) for c in candidates)]:
         if not url:
             continue
         own = {(urlsplit(url).hostname or "").lower()} if trusted else set()

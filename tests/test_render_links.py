@@ -65,13 +65,18 @@ def test_templates_are_checked_when_the_configuration_loads(template: str) -> No
         LinkSettings(providers={"salesforce": template})
 
 
-def test_event_url_then_integration_url_then_template() -> None:
+def test_integration_url_then_event_url_then_template() -> None:
     url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod",
                                     candidates=("https://app.example.com/event", "https://app.example.com/reg"))
     assert (url, rejected) == ("https://app.example.com/event", [])
     url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod",
                                     candidates=("https://evil.example/phish",), configured="https://app.example.com/reg")
-    assert (url, rejected) == ("https://app.example.com/reg", ["https://evil.example/phish"])
+    assert (url, rejected) == ("https://app.example.com/reg", [])
+    # the operator's link wins over the event's, even one on an allowed host (found by a security review:
+    # an event could point the button at another integration's page, or at a redirect on an allowed host)
+    url, _ = reauthorize_url(links=LINKS, integration_id="sf-prod", configured="https://etl.corp.example/sf",
+                             candidates=("https://app.example.com/connections/other/reauthorize",))
+    assert url == "https://etl.corp.example/sf"
     # the integration's own link is the operator's word: its host need not be in allowed_hosts (found by a
     # user review: config.example.toml's own entry lost its button without a word at start-up)
     url, rejected = reauthorize_url(links=LINKS, integration_id="sf-prod", configured="https://etl.corp.example/sf")
@@ -102,3 +107,20 @@ def test_an_integrations_link_is_checked_when_the_configuration_loads(url: str) 
 
     with pytest.raises(ValueError, match="reauthorize link"):
         Integration(id="sf-prod", reauthorize_url=url)
+
+
+def test_stitchs_app_is_allowed_only_for_stitch_events() -> None:
+    page = "https://app.stitchdata.com/client/1/pipeline/v2/sources/1/?next=https://evil.example"
+    assert reauthorize_url(links=LINKS, integration_id="x", provider="hubspot", source="native",
+                           candidates=(page,)) == (LINKS.reauthorize.replace("{integration_id}", "x"), [page])
+    assert reauthorize_url(links=LINKS, integration_id="x", provider="hubspot", source="stitch",
+                           candidates=(page,))[0] == page
+
+
+def test_a_link_too_long_for_slack_once_encoded_is_dropped() -> None:
+    """2000 characters may hold 1900 emoji: 22,000 once percent-encoded, and Slack refuses the message."""
+    long = "https://app.example.com/r?x=" + "\U0001F600" * 1900
+    url, rejected = reauthorize_url(links=LINKS, integration_id="x", candidates=(long,))
+    assert url == LINKS.reauthorize.replace("{integration_id}", "x") and rejected == [long]
+    fits = "https://app.example.com/r?x=" + "a" * 1900
+    assert reauthorize_url(links=LINKS, integration_id="x", candidates=(fits,))[0] == fits
