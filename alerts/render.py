@@ -251,6 +251,7 @@ def enforce_slack_limits(payload: dict[str, Any]) -> dict[str, Any]:
     """
     blocks = payload.get("blocks")
     if isinstance(blocks, list):
+        blocks[:] = [part for block in blocks for part in _split_section(block)]
         del blocks[MAX_BLOCKS:]
         for block in blocks:
             t = block.get("text")
@@ -268,6 +269,22 @@ def enforce_slack_limits(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(payload.get("text"), str):
         payload["text"] = _cut_escaped(payload["text"], SLACK_TEXT_MAX)
     return payload
+
+
+def _split_section(block: Any) -> list[Any]:
+    """A section of lines (a group's members, a summary's alerts) too long for one block becomes several,
+    split between lines: cut as one, a long line (a long link) would take every line after it along."""
+    t = block.get("text") if isinstance(block, dict) and block.get("type") == "section" else None
+    if not (isinstance(t, dict) and isinstance(t.get("text"), str) and len(t["text"]) > SLACK_SECTION_MAX):
+        return [block]
+    parts: list[str] = []
+    for line in t["text"].split("\n"):
+        line = _cut_escaped(line, SLACK_SECTION_MAX)
+        if parts and len(parts[-1]) + 1 + len(line) <= SLACK_SECTION_MAX:
+            parts[-1] += "\n" + line
+        else:
+            parts.append(line)
+    return [{**block, "text": {**t, "text": part}} for part in parts if part.strip()]
 
 
 _STATE_LABEL = {

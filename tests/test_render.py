@@ -16,6 +16,7 @@ from alerts.render import (
     Renderer,
     SampleAlert,
     alert_data,
+    enforce_slack_limits,
     fragment,
     with_delivery_note,
 )
@@ -184,3 +185,16 @@ def test_slack_why_does_not_repeat_the_title() -> None:
     assert fields[0] == "*Why*\nthe token's lifetime (often one hour) passed; the token was revoked"
     fields = [f["text"] for b in render().slack["blocks"] if b["type"] == "section" for f in b.get("fields", [])]
     assert fields[0] == "*Why*\nToken expired or revoked."  # a cause of its own stands
+
+
+def test_a_section_of_lines_too_long_for_one_block_is_split_between_lines() -> None:
+    """Found by a security review: one long link in a summary's first lines made the cut take every line
+    after it along, and those alerts were marked sent without being shown."""
+    lines = [f"• <https://x.example/{'a' * 1900 if i < 3 else i}|Reauthorize> · *item {i}*" for i in range(10)]
+    out = enforce_slack_limits({"text": "t", "blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": "h"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+    ]})
+    sections = [b["text"]["text"] for b in out["blocks"] if b["type"] == "section"]
+    assert len(sections) == 3 and all(len(s) <= SLACK_SECTION_MAX for s in sections)
+    assert "\n".join(sections) == "\n".join(lines)  # every line, in order, none cut
