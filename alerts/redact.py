@@ -312,9 +312,14 @@ def redact_value(value: object) -> object:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+# C0/C1 controls, bidi controls, and the invisible characters that make one id or name look like another
+# ("sf\u200b-prod" reads as "sf-prod"): zero-width space, word joiner and invisible operators, BOM,
+# Mongolian vowel separator, tag characters. ZWJ/ZWNJ stay: emoji and several scripts need them.
 _CONTROLS = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]"
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+    "\u200b\u2060-\u2064\ufeff\u180e\U000e0000-\U000e007f]"
 )
+_LINE_SEPARATORS = re.compile("[\u2028\u2029\x85]")  # Unicode's own line breaks: a new line, or a blank
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -338,10 +343,10 @@ def _unsafe_removed(text: str, keep_newlines: bool) -> str:
     text = _SURROGATES.sub("\ufffd", text)
     text = _ANSI.sub("", text)
     if keep_newlines:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        text = _LINE_SEPARATORS.sub("\n", text.replace("\r\n", "\n").replace("\r", "\n"))
         text = _CONTROLS.sub(lambda m: m.group(0) if m.group(0) == "\n" else "", text)
     else:
-        text = re.sub(r"[\r\n]+", " ", text)
+        text = re.sub(r"[\r\n\u2028\u2029\x85]+", " ", text)
         text = _CONTROLS.sub("", text)
     return unicodedata.normalize("NFC", text)
 

@@ -40,8 +40,19 @@ class SlackSafe(str):
     """Text our own code built for Slack (links); finalize JSON-escapes it but does not entity-escape it."""
 
 
-def slack_escape(value: str) -> str:
+def _slack_entities(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Slack's mrkdwn has no escape for its formatting characters: text from an event could close our
+# `code` span or open a *bold* line of its own ("*What to do* sign in at …"). They are shown as
+# look-alikes that format nothing (an underscore, inside words in ids and codes, is left alone).
+_SLACK_FORMATTING = str.maketrans({"*": "\u2217", "`": "\u02cb", "~": "\u223c"})
+
+
+def slack_escape(value: str) -> str:
+    """Untrusted text for mrkdwn: entities escaped (no ``<!channel>``, mentions or links), formatting inert."""
+    return _slack_entities(value).translate(_SLACK_FORMATTING)
 
 
 def _slack_finalize(value: Any) -> str:
@@ -86,7 +97,7 @@ def _cut_escaped(text: str, limit: int) -> str:
 
 def slack_code(value: Any, limit: int = SLACK_SECTION_MAX - 400) -> SlackSafe:
     """Untrusted text as a Slack code block: escaped, clipped (after escaping) and unable to close the block."""
-    text = slack_escape("" if value is None else str(value)).replace("```", "`\u200b``")
+    text = _slack_entities("" if value is None else str(value)).replace("```", "`\u200b``")  # as written
     return SlackSafe("```" + _cut_escaped(text, limit) + "```") if text else SlackSafe("")
 
 
@@ -254,6 +265,7 @@ def enforce_slack_limits(payload: dict[str, Any]) -> dict[str, Any]:
         blocks[:] = [part for block in blocks for part in _split_section(block)]
         del blocks[MAX_BLOCKS:]
         for block in blocks:
+            _verbatim(block)
             t = block.get("text")
             if isinstance(t, dict) and isinstance(t.get("text"), str):
                 limit = HEADER_MAX if block.get("type") == "header" else SLACK_SECTION_MAX
@@ -269,6 +281,17 @@ def enforce_slack_limits(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(payload.get("text"), str):
         payload["text"] = _cut_escaped(payload["text"], SLACK_TEXT_MAX)
     return payload
+
+
+def _verbatim(block: Any) -> None:
+    """Every mrkdwn text of a block as ``verbatim``: Slack then links only the ``<url|label>`` our code built,
+    not a bare URL, channel name or mention inside an event's text (those would be live in our message)."""
+    if not isinstance(block, dict):
+        return
+    texts = [block.get("text"), *(block.get("fields") or []), *(block.get("elements") or [])]
+    for t in texts:
+        if isinstance(t, dict) and t.get("type") == "mrkdwn":
+            t["verbatim"] = True
 
 
 def _split_section(block: Any) -> list[Any]:

@@ -83,6 +83,14 @@ def test_sanitize_strips_controls_bidi_ansi_and_caps_length() -> None:
     assert len(long) == 4096 and long.endswith("…[truncated]")
 
 
+def test_sanitize_strips_invisible_look_alike_characters() -> None:
+    """Found by a security review: "sf\u200b-prod" read as "sf-prod"; U+2028 broke a line in a message."""
+    assert sanitize("sf\u200b-prod\u2060\ufeff\U000e0041") == "sf-prod"
+    assert sanitize("x\u2028*What to do*\u2029y") == "x *What to do* y"
+    assert sanitize("x\u2028y\x85z", keep_newlines=True) == "x\ny\nz"
+    assert sanitize("नमस्\u200dते \U0001F469\u200d\U0001F4BB") == "नमस्\u200dते \U0001F469\u200d\U0001F4BB"  # ZWJ kept
+
+
 def test_clean_sanitises_then_redacts() -> None:
     assert clean("password=\x1b[1mhunter22") == "password=[REDACTED]"
 

@@ -198,3 +198,22 @@ def test_a_section_of_lines_too_long_for_one_block_is_split_between_lines() -> N
     sections = [b["text"]["text"] for b in out["blocks"] if b["type"] == "section"]
     assert len(sections) == 3 and all(len(s) <= SLACK_SECTION_MAX for s in sections)
     assert "\n".join(sections) == "\n".join(lines)  # every line, in order, none cut
+
+
+def test_event_text_cannot_format_a_slack_message() -> None:
+    """Found by a security review: an id closed our `code` span and a name opened a *bold* line of its own,
+    with a bare link Slack made clickable."""
+    rendered = render(integration_id="mrk-1` *What to do* sign in at https://evil.example/fix `x",
+                      integration_name="*Finance*\u2028*What to do* https://evil.example", authorized_by="m@x.io*")
+    payload = rendered.slack
+    for path, text in slack_strings(payload):
+        if "evil.example" in text:
+            assert "*What to do*" not in text and "`x" not in text, (path, text)
+            assert "\u2217What to do\u2217" in text
+    context = payload["blocks"][-1]["elements"][0]
+    assert "`mrk-1\u02cb \u2217What to do\u2217 sign in at https://evil.example/fix \u02cbx`" in context["text"]
+    mrkdwn = [o for b in payload["blocks"] for o in [b.get("text"), *(b.get("fields") or []),
+                                                      *(b.get("elements") or [])] if isinstance(o, dict)
+              and o.get("type") == "mrkdwn"]
+    assert mrkdwn and all(o.get("verbatim") is True for o in mrkdwn)  # bare URLs in event text stay text
+    assert "```" in str(payload)  # the error's code block is ours, and still a code block
