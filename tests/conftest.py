@@ -105,7 +105,7 @@ def make_client(clock: Clock) -> Iterator[Callable[..., TestClient]]:
 
     def make(settings: Settings, *, run_worker: bool = False, **kw: Any) -> TestClient:
         app = create_app(settings, clock=clock, run_worker=run_worker, **kw)
-        client = TestClient(app)
+        client = TestClient(app, base_url="http://127.0.0.1:8080")  # a loopback name, as a browser would send
         client.__enter__()
         clients.append(client)
         return client

@@ -28,7 +28,7 @@ from alerts.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from alerts.metrics import Metrics
 from alerts.render import Renderer
 from alerts.stitch_poller import StitchPoller
-from alerts.web import reload
+from alerts.web import browsers, reload
 from alerts.web.committer import GroupCommitter
 from alerts.web.fastpath import EventsFastPath
 from alerts.web.problems import (
@@ -39,6 +39,7 @@ from alerts.web.problems import (
     BodyTooLarge,
     Problem,
     database_unavailable,
+    problem_bytes,
 )
 from alerts.worker import Worker
 
@@ -216,6 +217,15 @@ class AlertsApp(FastAPI):
     _fast: EventsFastPath | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and getattr(self.state, "settings", None) is not None:
+            why = browsers.refusal(scope, self.state.settings)
+            if why is not None:
+                log.warning("request refused", extra={"path": scope.get("path", "")[:200], "error": why})
+                body = problem_bytes(403, why)
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
         if self._fast is None:
             self._fast = EventsFastPath(super().__call__, state=self.state)
         await self._fast(scope, receive, send)

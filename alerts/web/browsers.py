@@ -1,0 +1,67 @@
+"""Browsers against the API and dashboard when nothing authenticates them (no ``[server] api_tokens``).
+
+Without tokens, anyone who can reach the port may use the admin API — meant for a server bound to
+loopback. A web page the operator has open can reach loopback too:
+
+- by DNS rebinding: ``evil.example`` resolves to 127.0.0.1, so the page is same-origin with this server
+  and may read alerts and post acknowledgements. Its requests name the attacker's host in ``Host``: on a
+  loopback server only a loopback name or ``[server] public_url``'s host is answered.
+- by a cross-site form (``text/plain`` and form bodies need no CORS preflight): a state-changing request
+  whose ``Origin`` is not this server, or that the browser marks ``Sec-Fetch-Site: cross-site``, is refused.
+
+Webhooks and Slack's buttons are signed, and health and metrics change nothing: those are left alone.
+With ``api_tokens`` set, a browser cannot forge the bearer token, and the dashboard has its own login.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from alerts.config import Settings, is_loopback_host
+
+EXEMPT = ("/v1/webhooks", "/v1/slack/", "/healthz", "/readyz", "/metrics")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _host_name(host: str) -> str:
+    """``127.0.0.1:8080`` → ``127.0.0.1``, ``[::1]:8080`` → ``::1``, lower-cased."""
+    try:
+        return (urlsplit(f"//{host}").hostname or "").lower()
+    except ValueError:
+        return host.lower()
+
+
+def refusal(scope: Any, settings: Settings) -> str | None:
+    """Why this request must not be answered (a sentence for the 403), or ``None``."""
+    server = settings.server
+    if server.api_tokens:
+        return None
+    path = scope.get("path", "")
+    if path.startswith(EXEMPT):
+        return None
+    if path.startswith("/v1/events") and settings.webhooks.native.secrets:
+        return None  # signed
+    host = origin = fetch_site = None
+    for key, value in scope.get("headers") or ():
+        if key == b"host":
+            host = value.decode("latin-1")
+        elif key == b"origin":
+            origin = value.decode("latin-1")
+        elif key == b"sec-fetch-site":
+            fetch_site = value.decode("latin-1")
+    if host is not None and is_loopback_host(server.host):
+        name = _host_name(host)
+        public = (urlsplit(str(server.public_url)).hostname or "").lower() if server.public_url else ""
+        if not (is_loopback_host(name) or name == public):
+            return (f"Host {name[:100]!r} does not name this server, which answers loopback names only without "
+                    "[server] api_tokens (a DNS-rebinding page looks like this); behind a proxy, set "
+                    "[server] public_url to the name it is reached by")
+    if scope.get("method", "GET") in SAFE_METHODS:
+        return None
+    if fetch_site in ("cross-site", "same-site"):
+        return "cross-site request refused: without [server] api_tokens the API takes no requests from other sites"
+    if origin is not None and (origin == "null" or host is None or urlsplit(origin).netloc.lower() != host.lower()):
+        return (f"Origin {origin[:100]!r} is not this server: without [server] api_tokens the API takes no "
+                "requests from other sites")
+    return None
