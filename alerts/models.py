@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +83,15 @@ BASE_CODES = (
 # Actions that replace a credential, and the one each auth method's fix is (see CatalogEntry.action_for).
 _CREDENTIAL_ACTIONS = frozenset(("reauthorize", "new_token", "update_api_key", "update_credentials"))
 _METHOD_ACTION = {"oauth2": "reauthorize", "api_key": "update_api_key", "basic": "update_credentials"}
+# What a fix text says when its button should be that action: the method's usual action, unless its text
+# says the entry's own instead — "Create a new client secret for the OAuth app" (invalid_client) is no
+# reauthorization, though the integration signs in with OAuth.
+_ACTION_WORDS = {
+    "reauthorize": re.compile(r"(?i)re-?authori[sz]|sign in|log in|reconnect|re-?authenticat|consent"),
+    "update_api_key": re.compile(r"(?i)\bAPI key|\bkey\b"),
+    "update_credentials": re.compile(r"(?i)password|credential|secret|client ID"),
+    "new_token": re.compile(r"(?i)\btoken"),
+}
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,11 @@ class CatalogEntry:
         """The action, as the integration's auth method makes it: where the fix is written for that method,
         the button says the same thing as the text ("Reauthorize" for OAuth, not "Update credentials")."""
         if auth_method in self.remediation and self.action in _CREDENTIAL_ACTIONS:
-            return _METHOD_ACTION.get(auth_method, self.action)  # type: ignore[arg-type]
+            action = _METHOD_ACTION.get(auth_method, self.action)  # type: ignore[arg-type]
+            text = self.remediation[auth_method]  # type: ignore[index]
+            if not _ACTION_WORDS[action].search(text) and _ACTION_WORDS[self.action].search(text):
+                return self.action  # the text says the entry's own fix, not the method's usual one
+            return action
         return self.action
 
     def public(self, auth_method: str | None = None) -> dict[str, Any]:

@@ -338,3 +338,17 @@ def test_prefilters_never_disagree_on_odd_text(both: tuple[Catalog, Catalog], pa
     text = "".join(parts)
     a, b = (cat.classify(text, provider, auth) for cat in both)
     assert (a and (a.entry.code, a.match)) == (b and (b.entry.code, b.match))
+
+
+@pytest.mark.parametrize(("code", "auth_method", "action"), [
+    ("invalid_credentials", "oauth2", "reauthorize"),  # the method's usual fix: "reauthorize the integration"
+    ("invalid_grant", "basic", "update_credentials"),
+    ("access_token_expired", "api_key", "update_api_key"),
+    # found by a README walk-through: "Create a new client secret for the OAuth app … reauthorizing the user
+    # will not help" carried a Reauthorize button on an OAuth integration
+    ("invalid_client", "oauth2", "update_credentials"),
+])
+def test_the_action_says_what_the_fix_text_says(code: str, auth_method: str, action: str) -> None:
+    entry = load_catalog().get(code)
+    assert entry is not None and entry.action_for(auth_method) == action
+    assert entry.public(auth_method)["action"] == action
