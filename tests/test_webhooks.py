@@ -122,6 +122,23 @@ def test_pagerduty_acknowledge_and_replayed_trigger(hooked) -> None:
     assert alert.state == "acknowledged" and alert.acknowledged_by == "pagerduty acknowledge"
 
 
+def test_pagerduty_resolve_finds_an_alert_another_source_opened(hooked) -> None:
+    """Found by a README walk-through: the trigger counted into the open alert without leaving its
+    dedup_key there, so the acknowledge and resolve naming that key matched nothing."""
+    engine = hooked.app.state.engine
+    body = b'{"integration_id": "sf-prod", "provider": "salesforce", "error": "invalid_grant: expired"}'
+    assert kit.native(hooked, body).status_code == 202
+    assert kit.pagerduty(hooked, kit.load("pagerduty_trigger.json")).status_code == 202
+    [alert] = alerts(engine)
+    assert alert.count == 2 and alert.labels["pagerduty_dedup_key"] == "airflow-sf-prod-auth"
+    r = kit.pagerduty(hooked, kit.load("pagerduty_acknowledge.json"))
+    assert r.status_code == 202 and r.json()["alert_ids"] == [alert.id]
+    r = kit.pagerduty(hooked, kit.load("pagerduty_resolve.json"))
+    assert r.status_code == 202 and r.json()["alert_ids"] == [alert.id]
+    [alert] = alerts(engine)
+    assert alert.state == "resolved" and alert.resolved_by == "pagerduty success event"
+
+
 def test_alertmanager_resend_is_a_duplicate_and_labels_are_configurable(make_client, make_settings) -> None:
     client = make_client(make_settings(webhooks=kit.hooks(alertmanager={
         "labels": {"integration_id": "connector", "provider": "vendor"}, "error_annotations": ["summary"]})))

@@ -186,10 +186,28 @@ def apply_batch(
             events.append(one)
     result = ingest.ingest(events, engine=engine, settings=settings, catalog=catalog, now=now,
                            body_sha256=body_sha256) if events else IngestResult()
+    _remember_dedup_keys(engine, events, result)
     result.accepted += acked.accepted
     for alert_id in acked.alert_ids:
         result.add_alert(alert_id)
     return result
+
+
+def _remember_dedup_keys(engine: Engine, events: list[AuthErrorEvent], result: IngestResult) -> None:
+    """A PagerDuty trigger that counted into an alert already open (opened by another source, or by a
+    trigger without that key) leaves its ``dedup_key`` on it too, so the ``resolve`` or ``acknowledge``
+    naming that key finds it (found by a README walk-through: they matched nothing and said accepted)."""
+    keys = {e.integration_id: e.labels[pagerduty.DEDUP_LABEL] for e in events if e.source == "pagerduty"
+            and e.status == EventStatus.failed and pagerduty.DEDUP_LABEL in e.labels}
+    if not keys or not result.alert_ids:
+        return
+    with session_scope(engine) as session:
+        for alert in session.exec(select(Alert).where(Alert.id.in_(result.alert_ids),  # type: ignore[union-attr]
+                                                      Alert.state != AlertState.resolved.value)).all():
+            key = keys.get(alert.integration_id)
+            if key is not None and (alert.labels or {}).get(pagerduty.DEDUP_LABEL) != key:
+                alert.labels = {**(alert.labels or {}), pagerduty.DEDUP_LABEL: key}
+                session.add(alert)
 
 
 def _by_dedup_key(event: AuthErrorEvent) -> bool:
