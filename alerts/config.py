@@ -401,12 +401,8 @@ def _secret_item(value: Any) -> Any:
     return value
 
 
-class WebhookSource(Section):
-    """``[webhooks.<kind>]``: what authenticates requests from one kind of sender."""
-
+class _SignedSource(Section):
     secrets: list[Annotated[WebhookSecret, BeforeValidator(_secret_item)]] = []
-    allow_unsigned: bool = False
-    tolerance: Tolerance = timedelta(seconds=300)
 
     @field_validator("secrets")
     @classmethod
@@ -415,6 +411,14 @@ class WebhookSource(Section):
             if len(s.value.get_secret_value().encode()) < MIN_SECRET_BYTES:
                 raise ValueError(f"secret [{i}] is shorter than {MIN_SECRET_BYTES} bytes")
         return v
+
+
+class WebhookSource(_SignedSource):
+    """``[webhooks.<kind>]``: what authenticates requests from one kind of sender. Each vendor's own rules
+    say how old a delivery may be (Fivetran's 24 h): no ``tolerance`` here, and a key that does nothing
+    is refused rather than ignored."""
+
+    allow_unsigned: bool = False
 
 
 class PathTokenSource(WebhookSource):
@@ -433,8 +437,11 @@ class PathTokenSource(WebhookSource):
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
 
-class NativeWebhookSource(WebhookSource):
-    """Standard Webhooks secrets: ``whsec_`` + base64 of at least 24 random bytes."""
+class NativeWebhookSource(_SignedSource):
+    """Standard Webhooks secrets: ``whsec_`` + base64 of at least 24 random bytes. Without secrets
+    ``POST /v1/events`` is open (meant for loopback): no ``allow_unsigned`` to set."""
+
+    tolerance: Tolerance = timedelta(seconds=300)
 
     @field_validator("secrets")
     @classmethod
