@@ -551,6 +551,10 @@ def digest(
         failed = [r for r in rows if r.status != "sent"]
     if failed:
         fail(f"{len(failed)} of {n} digest message(s) not delivered yet: {failed[0].last_error or failed[0].status}", 1)
+    if not settings.email.configured:  # no SMTP server: the file sink holds what would have been mailed
+        out.print(f"digest {chosen.name!r} written to the file sink {settings.outbox.dir} ({n} message"
+                  f"{'s' if n != 1 else ''}; set [email] host to mail it)", markup=False)
+        return
     out.print(f"digest {chosen.name!r} sent ({n} message{'s' if n != 1 else ''})")
 
 

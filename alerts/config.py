@@ -11,6 +11,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 import tomllib
 from datetime import datetime, timedelta
 from email.headerregistry import Address
@@ -775,7 +776,7 @@ class Settings(BaseSettings):
         timeouts = [c.timeout for c in (self.slack, self.email) if c.configured]
         slowest = max(timeouts, default=timedelta(0))
         if self.outbox.lease < 2 * slowest:
-            raise ValueError(f"outbox.lease ({format_duration(self.outbox.lease)}) must be at least twice the "
+            raise ValueError(f"outbox.lease: {format_duration(self.outbox.lease)} must be at least twice the "
                              f"slowest send timeout ({format_duration(slowest)}, [slack]/[email] timeout)")
         return self
 
@@ -814,6 +815,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+_NAMES_ITS_KEY = re.compile(r"[a-z_][\w.\[\]]*: ")
+
+
 def describe(exc: ValidationError) -> str:
     """One line per problem, each naming its key."""
     lines = []
@@ -822,6 +826,9 @@ def describe(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        if not loc and _NAMES_ITS_KEY.match(msg):  # a check across sections names the key it is about
+            lines.append(msg)
+            continue
         lines.append(f"{_loc(loc)}: {msg}")
     return "; ".join(lines)
 

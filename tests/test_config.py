@@ -93,7 +93,7 @@ def test_the_lease_must_outlast_two_send_timeouts(tmp_path) -> None:
     cfg = tmp_path / "config.toml"
     email = '[email]\nhost = "smtp.example.com"\n'
     cfg.write_text('[outbox]\nlease = "50s"\n' + email)  # [email] timeout is 30 s
-    with pytest.raises(Exception, match=r"outbox.lease \(50s\) must be at least twice the slowest send timeout \(30s"):
+    with pytest.raises(Exception, match=r"^config error: outbox.lease: 50s must be at least twice the slowest send timeout \(30s"):
         load_settings(cfg)
     cfg.write_text('[outbox]\nlease = "60s"\n' + email)
     assert load_settings(cfg).outbox.lease.total_seconds() == 60

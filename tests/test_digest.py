@@ -181,5 +181,21 @@ skip_if_empty = false
     r = cli("digest", "--name", "morning", "--send-now")
     assert r.returncode == 0, r.stderr
     assert [m.message["Subject"] for m in smtp.messages] == ["Auth digest: 0 broken, 0 new, 0 fixed"]
+    assert "digest 'morning' sent (1 message)" in r.stdout
     r = cli("digest", "--name", "nope", "--preview")
     assert r.returncode == 2 and "no digest named 'nope'" in r.stderr
+
+
+def test_digest_cli_without_smtp_says_where_it_went(tmp_path) -> None:
+    """Found by a README walk-through: with no [email] host it said "sent" and wrote a file."""
+    import subprocess
+    import sys
+
+    (tmp_path / "config.toml").write_text('[[digests]]\nname = "morning"\nto = ["team@example.com"]\n'
+                                          "skip_if_empty = false\n")
+    r = subprocess.run([sys.executable, "-m", "alerts", "digest", "--name", "morning", "--send-now"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "written to the file sink" in r.stdout and "set [email] host" in r.stdout
+    [eml] = list((tmp_path / "var" / "outbox").glob("*.eml"))
+    assert "Auth digest: 0 broken" in eml.read_text()
