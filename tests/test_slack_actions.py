@@ -368,6 +368,7 @@ def _action(action_id, value=None):
         data = payload(alert_id, action_id, message=message)
         if value is not None:
             data["actions"][0]["value"] = value
+            data["actions"][0]["block_id"] = f"alert-{value}"
         return click(client, form(data), clock)
     return send
 
@@ -535,3 +536,15 @@ def test_a_pagerduty_acknowledge_edits_the_slack_messages_too(make_client, make_
     [same] = slack.top_level()
     assert notes(same) == [":white_check_mark: Acknowledged by pagerduty acknowledge"]
     assert ("alerts_ack", None, str(alert_id)) not in buttons(same)
+
+
+def test_a_click_whose_value_is_not_its_blocks_alert_is_refused(make, slack: SlackPeer, clock: Clock) -> None:
+    """Found by a security review: a signed click naming alert 7 from another alert's block acknowledged 7."""
+    client, engine = make()
+    alert_id, message = firing(client, slack)
+    body = payload(alert_id, message=message)
+    body["actions"][0]["block_id"] = f"alert-{alert_id + 1}"
+    r = click(client, form(body), clock)
+    assert r.status_code == 400, r.text
+    [alert] = alerts(engine)
+    assert alert.state == "firing"

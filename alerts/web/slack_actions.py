@@ -164,6 +164,8 @@ def parse_click(body: bytes) -> Click:
         value = actions[0].get("value")
         if not isinstance(value, str) or not _ALERT_ID.fullmatch(value):
             raise BadPayload("payload.actions[0].value is not an alert id")
+        if actions[0].get("block_id") != f"alert-{value}":  # our buttons sit in the block of their alert
+            raise BadPayload("payload.actions[0].block_id does not belong to that alert")
         alert_id = int(value)
     user = data.get("user")
     if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not _SLACK_ID.fullmatch(user["id"]):
