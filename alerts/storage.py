@@ -248,6 +248,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+PG_CONNECT_TIMEOUT_S = 5
+
+
 def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     """An engine with our SQLite pragmas (R5.1) or a PostgreSQL pool; creates the SQLite directory."""
     path = sqlite_path(url)
@@ -287,7 +290,12 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
         if path.exists():
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A server that accepts the connection and never answers must not hold every request (and the one
+    # group-commit thread) for psycopg's default of minutes: 5 s to connect, 10 s to wait for the pool,
+    # TCP keepalives and a user timeout so a connection whose peer vanished fails instead of hanging.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=10,
+                         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 10,
+                                       "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 15_000})
 
 
 class WriteLock:

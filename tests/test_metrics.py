@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import SF, run_worker_once
@@ -44,6 +46,19 @@ def test_metrics_after_a_scenario(client, clock) -> None:
     assert m[("alerts_delivery_latency_seconds_sum", (("channel", "file"),))] == 6.0  # 3 s each by the test clock
     clock.advance(seconds=10)
     assert scrape(client)[("alerts_outbox_oldest_pending_seconds", ())] == 10.0
+
+
+def test_a_row_waiting_out_its_backoff_still_counts_as_oldest(client, clock) -> None:
+    """Found by a fault review: during an SMTP outage the gauge read 0 between retries."""
+    from alerts.storage import Notification, session_scope
+
+    client.post("/v1/events", json=SF)
+    engine = client.app.state.engine
+    with session_scope(engine) as s:
+        [row] = s.query(Notification).all()
+        row.status, row.attempts, row.next_attempt_at = "failed", 3, clock.now + timedelta(hours=1)
+    clock.advance(minutes=20)
+    assert scrape(client)[("alerts_outbox_oldest_pending_seconds", ())] == 20 * 60
 
 
 def test_healthz_and_readyz(client) -> None:

@@ -333,3 +333,33 @@ def test_a_worker_that_finds_its_clock_off_measures_again_instead_of_retrying_in
         [row] = s.exec(select(Notification)).all()
         assert (row.status, row.attempts) == ("failed", 1)  # one attempt, not max_attempts in a loop
         assert storage.as_utc(row.next_attempt_at) > _db_now(eng)  # due after a backoff, by the database's clock
+
+
+def test_a_postgres_that_refuses_or_hangs_is_a_503_quickly_and_recovers(pg_url, make_settings, make_client) -> None:
+    """Found by a fault review: refused connections answered 500 (the hot path's raw connection raises the
+    driver's own error), and a server that accepts and never answers held every request for minutes."""
+    import time
+
+    from tests.helpers import SF
+    from tests.peers.tcpproxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        client = make_client(make_settings(database={"url": url}))
+        assert client.post("/v1/events", json=SF).status_code == 202
+        for mode in ("refuse", "hang"):
+            proxy.set(mode)
+            start = time.monotonic()
+            r = client.post("/v1/events", json=SF)
+            took = time.monotonic() - start
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", (mode, r.status_code, r.text)
+            assert took < 3 * storage.PG_CONNECT_TIMEOUT_S, (mode, took)
+            proxy.set("forward")
+            assert client.post("/v1/events", json=SF).status_code == 202  # no restart needed
+        with session_scope(client.app.state.engine) as s:
+            [alert] = s.exec(select(Alert)).all()
+            assert alert.count == 3  # the refused ones stored nothing
+        assert 'alerts_requests_unavailable_total{route="/v1/events"} 2.0' in client.get("/metrics").text
+    finally:
+        proxy.stop()

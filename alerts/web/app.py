@@ -38,6 +38,7 @@ from alerts.web.problems import (
     BodyLimit,
     BodyTooLarge,
     Problem,
+    database_error_text,
     database_unavailable,
     problem_bytes,
 )
@@ -172,7 +173,10 @@ def create_app(
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         if database_unavailable(exc):
-            log.error("database unavailable", extra={"path": _route_path(request), "error": type(exc).__name__})
+            log.error("database unavailable", extra={"path": _route_path(request), "error": type(exc).__name__,
+                                                     "reason": database_error_text(exc)})
+            if getattr(request.app.state, "metrics", None) is not None:
+                request.app.state.metrics.unavailable.labels(_route_path(request)).inc()
             p = Problem(503, UNAVAILABLE_DETAIL)
             return JSONResponse(p.body(), status_code=503, media_type=PROBLEM,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -30,6 +30,7 @@ from alerts.web.problems import (
     RETRY_AFTER_S,
     UNAVAILABLE_DETAIL,
     BodyTooSlow,
+    database_error_text,
     database_unavailable,
     deadline_receive,
     problem_bytes,
@@ -102,7 +103,10 @@ class EventsFastPath:
             result = await self.state.committer.submit(events, hashlib.sha256(body).hexdigest())
         except Exception as exc:  # noqa: BLE001 - the same answer the app gives an unhandled error
             if database_unavailable(exc):
-                log.error("database unavailable", extra={"path": ROUTE, "error": type(exc).__name__})
+                log.error("database unavailable", extra={"path": ROUTE, "error": type(exc).__name__,
+                                                         "reason": database_error_text(exc)})
+                if getattr(self.state, "metrics", None) is not None:
+                    self.state.metrics.unavailable.labels(ROUTE).inc()
                 await _respond(send, 503, problem_bytes(503, UNAVAILABLE_DETAIL), PROBLEM,
                                extra=[(b"retry-after", str(RETRY_AFTER_S).encode())])
                 _access(scope, 503, start)

@@ -154,22 +154,41 @@ def database_unavailable(exc: BaseException) -> bool:
     500 to investigate: a connection refused or cut, the pool empty, SQLite's lock held past
     ``busy_timeout``, PostgreSQL out of connections or shutting down. A missing table, a syntax error
     or a constraint are bugs (500), although drivers raise some of them as ``OperationalError`` too."""
+    import sqlite3
+
+    import psycopg
     import sqlalchemy as sa
 
     if isinstance(exc, sa.exc.TimeoutError):  # the pool had no connection to give
         return True
-    if not isinstance(exc, sa.exc.DBAPIError):
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig: BaseException = exc.orig  # type: ignore[assignment]
+        no_code = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    elif isinstance(exc, sqlite3.Error | psycopg.Error):
+        # the driver's own error, not wrapped: the hot path's raw connections (engine.raw_connection())
+        orig = exc
+        no_code = isinstance(exc, sqlite3.OperationalError | psycopg.OperationalError | psycopg.InterfaceError)
+    else:
         return False
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
     name = getattr(orig, "sqlite_errorname", None)
     if name is not None:
         return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN"))
     state = getattr(orig, "sqlstate", None) or ""
     if state:
         return state.startswith(("08", "53", "57P")) or state in ("40001", "40P01")  # connection, resources, shutdown
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)  # no code: connection refused or cut
+    return no_code  # no code: connection refused or cut
+
+
+def database_error_text(exc: BaseException) -> str:
+    """What the driver said, first line only and redacted (a DSN in it loses its password): the log line
+    of a 503 says "database or disk is full" or "connection refused", not only the exception's class."""
+    from alerts.redact import redact
+
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return redact(text)[:300]
 
 
 UNAVAILABLE_DETAIL = "the database is unavailable; nothing was stored, retry later"
