@@ -503,6 +503,9 @@ def instance_id(engine: Engine) -> str:
     return found
 
 
+MIGRATION_LOCK = 0x616C657274730001  # "alerts" + 1: PostgreSQL's advisory lock key for migrations
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
     from alembic import command
@@ -511,6 +514,10 @@ def upgrade(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # N replicas started together on a new database: one migrates, the others wait and then find
+            # the schema current (without the lock the second failed on alembic_version's primary key).
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     path = sqlite_path(str(engine.url))

@@ -363,3 +363,28 @@ def test_a_postgres_that_refuses_or_hangs_is_a_503_quickly_and_recovers(pg_url, 
         assert 'alerts_requests_unavailable_total{route="/v1/events"} 2.0' in client.get("/metrics").text
     finally:
         proxy.stop()
+
+
+def test_replicas_starting_together_on_a_new_database_all_migrate(pg_url) -> None:
+    """Found by a fault review: two `alerts serve` started at once on a fresh database; one failed on
+    alembic_version's primary key. The migration now holds an advisory lock."""
+    engines = [storage.make_engine(pg_url) for _ in range(3)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine) -> None:
+        barrier.wait()
+        try:
+            storage.upgrade(engine)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert {storage.current_revision(e) for e in engines} == {storage.head_revision()}
+    for e in engines:
+        e.dispose()
