@@ -77,7 +77,7 @@ def test_a_body_that_trickles_in_gets_408(tmp_path) -> None:
     try:
         for path in ("/v1/events", "/v1/webhooks/fivetran"):  # the fast path; the full app (reads to verify)
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                              "Content-Length: 100\r\n\r\n{\"integration_id\":".encode())
                 start = time.monotonic()
                 answer = sock.recv(4096).decode()
@@ -97,7 +97,7 @@ def test_a_declared_length_over_the_cap_gets_413_before_any_read(tmp_path) -> No
     server = ServerProcess(cwd=tmp_path).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 52428800\r\n\r\n")  # 50 MB declared, not a byte sent
             answer = sock.recv(4096).decode()
         assert answer.startswith("HTTP/1.1 413"), answer
