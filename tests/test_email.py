@@ -244,6 +244,13 @@ def test_starttls_required_but_not_offered_is_permanent(smtp: SmtpPeer) -> None:
     assert not err.retryable and "starttls" in err.reason.lower()
 
 
+def test_tls_spoken_to_a_plain_text_port_is_permanent_with_a_hint(smtp: SmtpPeer) -> None:
+    """Found by a fault review: use_tls = true against a plain-text server was retried 12 times."""
+    err = fails(channel(smtp, use_tls=True, starttls=False), outgoing(["a@example.com"]))
+    assert not err.retryable and "use_tls" in err.reason and "465" in err.reason, err.reason
+    assert smtp.messages == []
+
+
 def test_implicit_tls(cert) -> None:
     peer = SmtpPeer(implicit_tls=server_context(cert)).start()
     try:

@@ -122,9 +122,11 @@ class EmailChannel:
         except aiosmtplib.SMTPException as exc:
             if "extension not supported" in str(exc):  # e.g. STARTTLS required but not offered
                 raise DeliveryError(f"smtp: {exc} (check [email] starttls/use_tls)", retryable=False) from None
+            _raise_if_tls_mismatch(exc)
             raise DeliveryError(f"smtp: {type(exc).__name__}: {str(exc)[:200]}", retryable=True) from None
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             # Connect errors, timeouts, a disconnect (also after DATA): retry with the same Message-ID.
+            _raise_if_tls_mismatch(exc)
             raise DeliveryError(f"smtp: {type(exc).__name__}: {str(exc)[:200]}", retryable=True) from None
         if refused:
             answers = {a: (r.code, r.message) for a, r in refused.items()}
@@ -136,3 +138,17 @@ class EmailChannel:
 
     async def aclose(self) -> None:
         return None
+
+
+# TLS spoken to a plain-text port (use_tls = true on 587/25) or the reverse: the same answer every time,
+# a configuration to fix — dead at once with the hint, as "STARTTLS not offered" is (found by a fault
+# review: it was retried 12 times, logging only "[SSL: WRONG_VERSION_NUMBER]").
+_TLS_MISMATCH = ("wrong version number", "wrong_version_number", "unknown protocol", "record layer failure",
+                 "packet length too long", "http request")
+
+
+def _raise_if_tls_mismatch(exc: BaseException) -> None:
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    if any(marker in text for marker in _TLS_MISMATCH):
+        raise DeliveryError(f"smtp: {type(exc).__name__}: {str(exc)[:200]} (the server does not speak TLS on this "
+                            "port: check [email] use_tls (port 465) and starttls (port 587))", retryable=False) from None
