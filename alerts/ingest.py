@@ -752,8 +752,13 @@ def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Set
     """Cancel the alert's messages never tried; owe a ``resolved`` message to whoever was told (or is
     about to be) that it fired. ``alert`` is an :class:`Alert` or an :class:`AlertRecord`."""
     table = Notification.__tablename__
-    raw.executemany(f"UPDATE {table} SET status = {{mark}} WHERE alert_id = {{mark}} AND status = {{mark}} "
-                    "AND attempts = 0", [(DeliveryStatus.cancelled.value, alert.id, DeliveryStatus.pending.value)])
+    # Every message not delivered and not being sent right now is cancelled — a FIRING still being retried
+    # too (found by a lifecycle review: it arrived after the RESOLVED). One being sent (leased) counts as
+    # told: the RESOLVED owed to its target waits for it (worker.prepare).
+    raw.executemany(f"UPDATE {table} SET status = {{mark}}, last_error = {{mark}} WHERE alert_id = {{mark}} "
+                    f"AND status IN ({{mark}}, {{mark}}) AND (lease_until IS NULL OR lease_until < {{mark}})",
+                    [(DeliveryStatus.cancelled.value, "alert resolved before it was delivered", alert.id,
+                      DeliveryStatus.pending.value, DeliveryStatus.failed.value, now)])
     told = raw.select(
         f"SELECT receiver, channel, target FROM {table} WHERE alert_id = {{mark}} AND kind = {{mark}} "
         f"AND status IN ({{mark}}, {{mark}}, {{mark}}) ORDER BY id",
@@ -811,6 +816,7 @@ def enqueue_reminders(engine: Engine, *, settings: Settings, catalog: Catalog, n
                 Alert.silenced == sa.false(),
                 Alert.last_notified_at.is_not(None),
                 Alert.last_notified_at <= cutoff,
+                Alert.first_notified_at.is_not(None),  # reminders follow a first message that arrived
                 Alert.code != TOKEN_EXPIRING,  # expiry warnings speak at their lead times only
             ).order_by(Alert.id).limit(500)
             # Locked as ingest locks them (in id order): a batch counting into the same alert must not
@@ -872,6 +878,7 @@ def _view(alert: Alert, *, now: datetime | None = None) -> AlertView:
         silenced=alert.silenced,
         last_notified_at=alert.last_notified_at,
         told=_told(alert, now),
+        delivered=alert.first_notified_at is not None or alert.correlation_lead_id is not None,
     )
 
 

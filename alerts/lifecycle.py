@@ -53,6 +53,7 @@ class AlertView:
     silenced: bool = False
     last_notified_at: datetime | None = None
     told: bool = True  # its first message went out or is due (an escalation before then changes what it says)
+    delivered: bool = True  # its first message arrived somewhere: only then can a reminder follow it
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ def decide(
 
 def reminder_due(alert: AlertView, *, now: datetime, policy: Policy) -> bool:
     """A firing alert that is neither acknowledged nor silenced is reminded every ``repeat_interval``."""
-    if alert.state != AlertState.firing or alert.silenced or alert.last_notified_at is None:
-        return False
+    if alert.state != AlertState.firing or alert.silenced or alert.last_notified_at is None or not alert.delivered:
+        return False  # a reminder of a first message still being retried would arrive with it, or before it
     return as_utc(now) - as_utc(alert.last_notified_at) >= policy.repeat_interval
 
 

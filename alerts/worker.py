@@ -256,6 +256,11 @@ class Worker:
             return
         try:
             message = await asyncio.to_thread(self.prepare, row)
+        except _NotYet as wait:
+            await asyncio.to_thread(outbox.defer, self.engine, row.id,
+                                    until=self.clock() + timedelta(seconds=wait.seconds), claimed=row.lease_until)
+            asyncio.get_running_loop().call_later(wait.seconds, self.wake.set)
+            return
         except sa_exc.SQLAlchemyError as exc:  # the database hiccuped (restart, failover): try again later
             log.warning("could not prepare notification", extra={"notification_id": row.id, "alert_id": row.alert_id,
                                                                 "error": type(exc).__name__})
@@ -370,6 +375,9 @@ class Worker:
                         Notification.kind == Kind.firing.value,
                     ).order_by(Notification.id)
                 ).first()
+            if row.kind == Kind.resolved and thread is not None \
+                    and thread.status in (DeliveryStatus.pending, DeliveryStatus.failed):
+                raise _NotYet(RESOLVED_WAITS_S)  # its FIRING is being sent right now: the resolution comes after it
             superseded = _superseded(alert, row.kind)
             if superseded is not None:
                 # Silenced alerts send nothing at all; the end of the silence sends one message.
@@ -492,10 +500,25 @@ class Worker:
             alert = session.get(Alert, alert_id)
             if alert is not None and alert.first_notified_at is None:
                 alert.first_notified_at = self.clock()
+                # reminders are timed from when people were told, not from when the message was due: after
+                # an outage longer than repeat_interval, a reminder must not follow its FIRING at once
+                if alert.last_notified_at is None or as_utc(alert.last_notified_at) < alert.first_notified_at:
+                    alert.last_notified_at = alert.first_notified_at
 
     async def aclose(self) -> None:
         for ch in self.channels.values():
             await ch.aclose()
+
+
+RESOLVED_WAITS_S = 2.0
+
+
+class _NotYet(Exception):
+    """A row that must wait for another of its alert's rows (its FIRING, still in flight)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 def _superseded(alert: Alert | None, kind: str) -> str | None:
@@ -506,4 +529,6 @@ def _superseded(alert: Alert | None, kind: str) -> str | None:
         return None
     if kind == Kind.action:
         return "alert resolved" if alert.state == AlertState.resolved else None
+    if kind == Kind.reminder and alert.state != AlertState.firing:  # acknowledged (or resolved) since it was owed
+        return f"alert {alert.state}"
     return "alert silenced" if alert.silenced else None

@@ -433,3 +433,56 @@ def test_dead_notification_can_be_requeued(make, slack: SlackPeer, smtp: SmtpPee
     tick(client)
     assert [n.status for n in notifications(engine) if n.channel == "slack"][0] == "sent"
     assert len(slack.top_level()) == 1
+
+
+# Found by a lifecycle review (model-based, against the real ingest and worker): -----------------------
+
+
+def test_a_firing_still_being_retried_is_cancelled_by_the_resolution(make, slack: SlackPeer, smtp: SmtpPeer,
+                                                                       clock: Clock) -> None:
+    """It was sent after the RESOLVED. Resolved before it arrived anywhere: nothing is sent at all."""
+    client, engine = make()
+    slack.script("chat.postMessage", Canned(status=500, body="oops", content_type="text/plain"))
+    post(client, SF)
+    tick(client)
+    assert ("slack", "firing", "failed") in rows(engine)
+    post(client, {"integration_id": SF["integration_id"], "status": "succeeded"})
+    clock.advance(hours=2)
+    tick(client)
+    assert slack.messages == []
+    slack_rows = rows(engine, "slack")
+    assert slack_rows == [("slack", "firing", "cancelled")], slack_rows
+    assert ("email", "resolved", "sent") in rows(engine)  # the email FIRING went out: its RESOLVED follows
+
+
+def test_a_reminder_owed_before_an_acknowledgement_is_not_sent_after_it(make, slack: SlackPeer,
+                                                                          clock: Clock) -> None:
+    client, engine = make()
+    post(client, SF)
+    tick(client)
+    slack.script("chat.postMessage", Canned(status=500, body="oops", content_type="text/plain"))
+    clock.advance(hours=4, minutes=1)
+    tick(client)
+    assert ("slack", "reminder", "failed") in rows(engine, "slack")
+    [alert] = alerts(engine)
+    assert client.post(f"/v1/alerts/{alert.id}/ack").status_code == 200
+    clock.advance(hours=1)
+    tick(client)
+    assert [m["text"].split(":")[0] for m in slack.top_level()] == ["FIRING"]
+    assert ("slack", "reminder", "cancelled") in rows(engine, "slack")
+
+
+def test_after_a_stall_longer_than_repeat_interval_the_firing_goes_alone(make, slack: SlackPeer,
+                                                                         clock: Clock) -> None:
+    """Reminders were timed from when the first message was due: FIRING and REMINDER arrived together."""
+    client, engine = make()
+    post(client, SF)
+    clock.advance(hours=5)  # the worker was down
+    tick(client)
+    assert [k for _, k, _ in rows(engine, "slack")] == ["firing"]
+    clock.advance(hours=3, minutes=59)
+    tick(client)
+    assert [k for _, k, _ in rows(engine, "slack")] == ["firing"]
+    clock.advance(minutes=2)  # 4 h after it was delivered
+    tick(client)
+    assert [k for _, k, _ in rows(engine, "slack")] == ["firing", "reminder"]
