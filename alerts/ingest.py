@@ -578,9 +578,11 @@ class Batch:
                 # One cause, many integrations: this alert joins the lead's message instead of sending its own.
                 alert.correlation_key = key
                 alert.lead = lead
-                window_end = as_utc(lead.first_seen) + self.settings.correlation.window
-                if p.occurred > window_end and lead.state == AlertState.firing and not lead.silenced \
-                        and _told(lead, self.now):  # not yet sent: it will name this member when it goes
+                # A member arriving once the group's message is out (or being sent) updates it, whenever
+                # the member says it failed: an older occurred_at was joined silently and never announced.
+                if lead.state == AlertState.firing and not lead.silenced and _told(lead, self.now) \
+                        and not any(a is lead and k == Kind.updated for a, k, _, _ in self.notify):
+                    # (not yet sent: it will name this member when it goes; several late members, one update)
                     self._owe(lead, Kind.updated, due=self.now)  # a late member: the group message is updated
                 return [alert]
             if key:

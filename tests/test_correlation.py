@@ -3,6 +3,7 @@ correlation window produce one Slack message and one email naming them all (test
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -237,3 +238,20 @@ def test_the_last_fix_of_a_group_says_all_are_working(client, peers, clock) -> N
     assert "still failing" not in resolved["Subject"]
     assert "All 3 integrations authorized by alice@example.com that failed together are working again." \
         in resolved.get_body(("plain",)).get_content()
+
+
+def test_a_late_member_that_failed_early_is_announced_too(client, peers, clock) -> None:
+    """Found by a lifecycle review: a member arriving after the group's message went out, with an
+    occurred_at inside the window, joined silently; once the lead was acknowledged nobody heard of it."""
+    slack, _ = peers
+    fail(client, "ga-0", authorized_by=ALICE)
+    started = clock.now
+    clock.advance(minutes=3)
+    run_worker_once(client.app)
+    clock.advance(minutes=7)
+    late = [{"integration_id": f"ga-{i}", "provider": "google", "error": "invalid_grant: Token has been expired or revoked.",
+             "authorized_by": ALICE, "occurred_at": (started + timedelta(minutes=1)).isoformat()} for i in (1, 2)]
+    assert client.post("/v1/events", json=late).status_code == 202
+    run_worker_once(client.app)
+    replies = [m for m in slack.messages if m.get("thread_ts")]
+    assert len(replies) == 1 and "3 integrations" in replies[0]["text"]  # one update naming both
