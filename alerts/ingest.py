@@ -912,6 +912,13 @@ def is_silenced(session: Session, alert: Alert, *, now: datetime) -> bool:
     return silences.is_silenced(alert, silences.active(session, now=now))
 
 
+def _firing_on_its_way(session: Session, alert_id: int | None) -> bool:
+    """Whether the alert's first message is still to be delivered (pending or being retried)."""
+    return session.exec(select(Notification.id).where(
+        Notification.alert_id == alert_id, Notification.kind == Kind.firing.value,
+        Notification.status.in_([DeliveryStatus.pending.value, DeliveryStatus.failed.value])).limit(1)).first() is not None
+
+
 def refresh_silences(engine: Engine, *, settings: Settings, catalog: Catalog, now: datetime) -> int:
     """Recompute ``silenced`` on open alerts; one message for each firing alert whose silence ended.
 
@@ -944,7 +951,10 @@ def refresh_silences(engine: Engine, *, settings: Settings, catalog: Catalog, no
             changed += 1
             alert.silenced = now_silenced
             session.add(alert)
-            if not now_silenced and alert.state == AlertState.firing:
+            if not now_silenced and alert.state == AlertState.firing and alert.correlation_lead_id is None \
+                    and not _firing_on_its_way(session, alert.id):
+                # (a group's member is named in its lead's message and speaks only as a lead; a first message
+                # still waiting out group_wait goes as it is — found by a lifecycle review: both sent twice)
                 kind = Kind.reminder if alert.first_notified_at else Kind.firing
                 _notify(session, alert, kind, due=now, now=now, settings=settings, catalog=catalog)
     return changed

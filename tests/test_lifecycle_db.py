@@ -175,3 +175,42 @@ def test_an_escalation_while_the_first_message_is_being_retried_is_announced(mak
     clock.advance(seconds=31)  # due: the worker may be sending it
     post(client, {"integration_id": "hs", "error": "invalid_grant"})
     assert [k for k, _ in kinds(engine)] == ["firing", "updated"]
+
+
+def test_a_silence_started_and_ended_within_group_wait_sends_one_firing(make_client, make_settings, clock) -> None:
+    """Found by a lifecycle review: the end of the silence owed a second FIRING beside the first, still
+    waiting out group_wait."""
+    client = make_client(make_settings(alerting={"group_wait": "30s"}))
+    engine = client.app.state.engine
+    post(client, SF)
+    clock.advance(seconds=10)
+    r = client.post("/v1/silences", json={"integration": SF["integration_id"], "duration": "1h"})
+    assert r.status_code == 201, r.text
+    run_worker_once(client.app)
+    clock.advance(seconds=10)
+    assert client.delete(f"/v1/silences/{r.json()['id']}").status_code in (200, 204)
+    run_worker_once(client.app)
+    clock.advance(seconds=10)
+    run_worker_once(client.app)
+    assert [k for k in kinds(engine) if k[1] != "cancelled"] == [("firing", "sent")]
+
+
+def test_a_group_member_out_of_its_silence_posts_nothing_of_its_own(make_client, make_settings, clock) -> None:
+    """Found by a lifecycle review: it posted a top-level FIRING and then reminders beside its lead's."""
+    client = make_client(make_settings(alerting={"group_wait": "0s"}, correlation={"window": "2m"}))
+    engine = client.app.state.engine
+    for iid in ("ga-0", "ga-1"):
+        post(client, {"integration_id": iid, "provider": "google", "error": "invalid_grant: Token has been expired",
+                      "authorized_by": "alice@example.com"})
+    clock.advance(minutes=3)
+    run_worker_once(client.app)
+    r = client.post("/v1/silences", json={"integration": "ga-1", "duration": "5m"})
+    assert r.status_code == 201
+    run_worker_once(client.app)
+    clock.advance(minutes=6)
+    run_worker_once(client.app)
+    clock.advance(hours=4, minutes=1)
+    run_worker_once(client.app)
+    by_alert = {a.id: a.integration_id for a in alerts(engine)}
+    sent = [(by_alert[n.alert_id], n.kind) for n in notifications(engine) if n.status == "sent"]
+    assert sent == [("ga-0", "firing"), ("ga-0", "reminder")], sent
