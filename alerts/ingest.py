@@ -556,6 +556,8 @@ class Batch:
             self.succeeded[event.integration_id] = max(prev, p.occurred) if prev else p.occurred
             touched = []
             for alert in list(self.by_integration.get(event.integration_id, [])):
+                if p.occurred < as_utc(alert.last_seen):
+                    continue  # a success from before the latest failure says nothing about now (a late report)
                 self._resolve(alert, at=p.occurred, by=f"{event.source} success event")
                 touched.append(alert)
             return touched

@@ -214,3 +214,19 @@ def test_a_group_member_out_of_its_silence_posts_nothing_of_its_own(make_client,
     by_alert = {a.id: a.integration_id for a in alerts(engine)}
     sent = [(by_alert[n.alert_id], n.kind) for n in notifications(engine) if n.status == "sent"]
     assert sent == [("ga-0", "firing"), ("ga-0", "reminder")], sent
+
+
+def test_a_success_older_than_the_latest_failure_resolves_nothing(client, clock) -> None:
+    """Found by a lifecycle review: a late-reported success (08:55) resolved a failure seen at 09:10, and
+    the next repeat opened a new alert — RESOLVED and FIRING together."""
+    start = clock.now
+    post(client, SF)
+    clock.advance(minutes=10)
+    post(client, SF)
+    post(client, {"integration_id": SF["integration_id"], "status": "succeeded",
+                  "occurred_at": (start - timedelta(minutes=5)).isoformat()})
+    [alert] = alerts(client.app.state.engine)
+    assert alert.state == "firing" and alert.count == 2
+    post(client, {"integration_id": SF["integration_id"], "status": "succeeded"})  # a success reported now
+    [alert] = alerts(client.app.state.engine)
+    assert alert.state == "resolved"
