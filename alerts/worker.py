@@ -29,6 +29,7 @@ from alerts.channels.slack import SlackChannel
 from alerts.config import Settings
 from alerts.fivetran_links import FreshLinks, substitute
 from alerts.models import AlertState, DeliveryStatus, Kind, as_utc, utcnow
+from alerts.redact import redact
 from alerts.render import Rendered, Renderer, alert_data, provider_label, summary_data, with_delivery_note
 from alerts.storage import Alert, DatabaseClock, Notification, session_scope
 
@@ -89,6 +90,10 @@ class Worker:
             cap=settings.outbox.backoff_cap,
         )
         self.last_tick: datetime | None = None
+        self.failing_since: datetime | None = None  # ticks fail since then (the database, mostly): /readyz
+        self.failure: str | None = None
+        self._logged_failure_at = 0.0
+        self._repeats = 0
         self.on_sent: Callable[[Notification, float], None] | None = None  # (row, seconds since enqueued)
         self.domain = message_domain(settings.email.from_addr)
         self.fresh_links = FreshLinks(engine=engine, settings=settings, clock=clock)
@@ -103,13 +108,30 @@ class Worker:
                 await (self.tick() if due else self.deliver_due())
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("delivery tick failed")
+            except Exception as exc:
+                self._tick_failed(exc)
+            else:
+                self.failing_since = self.failure = None
             try:
                 await asyncio.wait_for(self.wake.wait(), self.settings.outbox.poll_interval.total_seconds())
             except TimeoutError:
                 pass
             self.wake.clear()
+
+    def _tick_failed(self, exc: BaseException) -> None:
+        """Remember since when ticks fail (``/readyz`` says so) and log it: with its traceback when the
+        error is new or a minute has passed, else one line — not a stack trace every second of an outage."""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = redact(f"{type(exc).__name__}: {first}")[:300]
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+        if text != self.failure or now - self._logged_failure_at >= 60:
+            log.exception("delivery tick failed", extra={"error": text, "repeats": self._repeats})
+            self._logged_failure_at, self._repeats = now, 0
+        else:
+            self._repeats += 1  # said once a minute, with how often it happened in between
+        self.failure = text
 
     async def tick(self) -> int:
         """Silences, orphaned group members, due reminders and digests, then deliver every due row; return how

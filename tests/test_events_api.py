@@ -290,14 +290,18 @@ def test_a_database_that_cannot_be_written_is_a_503_to_retry(client, tmp_path) -
     holder.execute("BEGIN EXCLUSIVE")
     try:
         r = post(client, SF)
+        ready = client.get("/readyz")  # reads still work: what the last commit met says it is not ready
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+    assert ready.status_code == 503 and "ingest failing since" in ready.json()["detail"], ready.text
+    assert "database is locked" in ready.json()["detail"]
     assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "nothing was stored" in r.json()["detail"]
     assert events(client.app.state.engine) == []
     assert post(client, SF).status_code == 202 and len(events(client.app.state.engine)) == 1
+    assert client.get("/readyz").status_code == 200  # ready again with the first commit that works
 
 
 def test_a_broken_schema_is_a_500_not_a_503_to_retry_for_ever(client, tmp_path) -> None:

@@ -360,6 +360,14 @@ def readyz(request: Request, engine: EngineDep) -> Any:
     task = request.app.state.worker_task
     if task is not None and task.done():
         problems.append("delivery worker stopped")
+    # Reads may work while writes fail (a full disk, a read-only file, a hung server): what the last
+    # commits and worker ticks met says so (found by a fault review: ready while every event got 503).
+    committer = getattr(request.app.state, "committer", None)
+    if committer is not None and committer.failing_since is not None:
+        problems.append(f"ingest failing since {committer.failing_since:%H:%M:%S}: {committer.failure}")
+    worker = request.app.state.worker
+    if task is not None and worker.failing_since is not None:
+        problems.append(f"delivery worker failing since {worker.failing_since:%H:%M:%S}: {worker.failure}")
     if problems:
         raise Problem(503, "; ".join(problems))
     return {"status": "ready"}

@@ -19,6 +19,7 @@ from typing import Any
 
 from alerts.ingest import IngestResult, ingest_groups
 from alerts.models import AuthErrorEvent
+from alerts.web.problems import database_error_text, database_unavailable
 
 log = logging.getLogger("alerts.ingest")
 
@@ -38,6 +39,9 @@ class GroupCommitter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self._pending: list[tuple[list[AuthErrorEvent], str | None, asyncio.Future[IngestResult]]] = []
         self._draining: asyncio.Task[None] | None = None
+        # Since when commits fail because the database cannot be used, and what it said (for /readyz).
+        self.failing_since: datetime | None = None
+        self.failure: str | None = None
 
     async def submit(self, events: list[AuthErrorEvent], body_sha256: str | None = None) -> IngestResult:
         future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
@@ -71,6 +75,15 @@ class GroupCommitter:
             try:
                 results = await self._run(batch)
             except Exception as exc:
+                if database_unavailable(exc):
+                    # The database, not a request, is the problem: every request of the batch gets its 503
+                    # now (one by one, each would wait out the same outage: minutes behind a hung server).
+                    if self.failing_since is None:
+                        self.failing_since = self.clock()
+                    self.failure = database_error_text(exc)
+                    for item in batch:
+                        _settle(item[2], exc=exc)
+                    continue
                 if len(batch) == 1:
                     _settle(batch[0][2], exc=exc)
                     continue
@@ -84,6 +97,7 @@ class GroupCommitter:
                     else:
                         _settle(item[2], result=result)
                 continue
+            self.failing_since = self.failure = None
             for item, result in zip(batch, results, strict=True):
                 _settle(item[2], result=result)
 
