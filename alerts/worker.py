@@ -94,6 +94,8 @@ class Worker:
         self.failure: str | None = None
         self._logged_failure_at = 0.0
         self._repeats = 0
+        # Outcomes of sends the database could not take when they ended: (deadline, write, row id, outcome)
+        self._unrecorded: list[tuple[float, Callable[[], Any], int, str]] = []
         self.on_sent: Callable[[Notification, float], None] | None = None  # (row, seconds since enqueued)
         self.domain = message_domain(settings.email.from_addr)
         self.fresh_links = FreshLinks(engine=engine, settings=settings, clock=clock)
@@ -180,6 +182,7 @@ class Worker:
         (or every half second): a slow peer — an SMTP server taking its time — holds up only its own
         sends, not the Slack message of an event that came in meanwhile. A Slack row of an alert whose
         first Slack message is still being sent here waits for it (a thread reply needs its root)."""
+        await self._record_kept()
         handled = 0
         inflight: dict[asyncio.Task[None], Notification] = {}
         try:
@@ -336,24 +339,63 @@ class Worker:
             await self._fail(row, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True))
             return
         crashpoints.hit("after_send_before_mark")
-        await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, now=self.clock(), external_ref=ref,
-                                claimed=row.lease_until)
+        sent_at = self.clock()
+
+        def record() -> None:
+            outbox.mark_sent(self.engine, row.id, now=sent_at, external_ref=ref, claimed=row.lease_until)
+            if row.alert_id is not None and row.kind == Kind.firing:
+                self._first_notified(row.alert_id)
+
+        if not await self._record(record, row, "sent"):
+            return
         if self.on_sent is not None:
             self.on_sent(row, (self.clock() - as_utc(row.created_at)).total_seconds())
-        if row.alert_id is not None and row.kind == Kind.firing:
-            await asyncio.to_thread(self._first_notified, row.alert_id)
         log.info(
             "notification sent",
             extra={"notification_id": row.id, "alert_id": row.alert_id, "channel": row.channel,
                    "receiver": row.receiver, "kind": row.kind},
         )
 
+    async def _record(self, write: Callable[[], Any], row: Notification, what: str) -> bool:
+        """Write a send's outcome; when the database cannot take it now, keep it and write it as soon as it
+        can (before the next claim), within the row's lease — else the row waits out its lease (2 min) and
+        a message that did arrive is sent again (found by a fault review)."""
+        try:
+            await asyncio.to_thread(write)
+            return True
+        except sa_exc.SQLAlchemyError as exc:
+            self._unrecorded.append((time.monotonic() + self.settings.outbox.lease.total_seconds() / 2, write,
+                                     row.id, what))
+            log.warning("notification outcome not recorded yet (database unavailable): kept to record",
+                        extra={"notification_id": row.id, "alert_id": row.alert_id, "outcome": what,
+                               "error": type(exc).__name__})
+            return False
+
+    async def _record_kept(self) -> None:
+        """Write the outcomes the database could not take earlier, oldest first; stop at the first failure."""
+        while self._unrecorded:
+            deadline, write, row_id, what = self._unrecorded[0]
+            if time.monotonic() > deadline:  # its lease is (nearly) over: the row is someone else's to decide
+                log.warning("notification outcome dropped: its lease ran out before the database came back",
+                            extra={"notification_id": row_id, "outcome": what})
+                self._unrecorded.pop(0)
+                continue
+            await asyncio.to_thread(write)  # raises while the database is still away: the tick fails, kept
+            self._unrecorded.pop(0)
+            log.info("notification outcome recorded late", extra={"notification_id": row_id, "outcome": what})
+
     async def _fail(self, row: Notification, exc: DeliveryError) -> None:
-        status = await asyncio.to_thread(
-            outbox.mark_failed, self.engine, row.id, now=self.clock(), error=exc.reason,
-            retryable=exc.retryable, retry_after=exc.retry_after, policy=self.policy, claimed=row.lease_until,
-            fallback=self._fallback_to(),
-        )
+        result: list[str] = []
+
+        def record() -> None:
+            result.append(outbox.mark_failed(
+                self.engine, row.id, now=self.clock(), error=exc.reason, retryable=exc.retryable,
+                retry_after=exc.retry_after, policy=self.policy, claimed=row.lease_until,
+                fallback=self._fallback_to()))
+
+        if not await self._record(record, row, "failed"):
+            return
+        status = result[0]
         if status == "lost":
             log.warning("notification outcome dropped: its lease ran out and another worker holds it",
                         extra={"notification_id": row.id, "alert_id": row.alert_id, "error": exc.reason})

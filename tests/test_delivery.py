@@ -486,3 +486,36 @@ def test_after_a_stall_longer_than_repeat_interval_the_firing_goes_alone(make, s
     clock.advance(minutes=2)  # 4 h after it was delivered
     tick(client)
     assert [k for _, k, _ in rows(engine, "slack")] == ["firing", "reminder"]
+
+
+def test_an_outcome_the_database_could_not_take_is_recorded_when_it_can(make, slack: SlackPeer, clock: Clock,
+                                                                         monkeypatch) -> None:
+    """Found by a fault review: the database failed between a send and its mark; the row waited out its
+    2-minute lease and a message that had arrived was sent again."""
+    import sqlalchemy.exc as sa_exc
+
+    from alerts import outbox
+
+    client, engine = make()
+    real = outbox.mark_sent
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sa_exc.OperationalError("UPDATE notification", {}, Exception("database or disk is full"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "mark_sent", flaky)
+    post(client, SF)
+    tick(client)
+    assert len(slack.messages) == 1
+    assert ("slack", "firing", "sent") not in rows(engine, "slack")  # not recorded yet
+    clock.advance(seconds=5)
+    tick(client)  # the database is back: the kept outcome is written before anything is claimed
+    assert ("slack", "firing", "sent") in rows(engine, "slack")
+    clock.advance(minutes=5)  # well past the lease
+    tick(client)
+    assert len(slack.messages) == 1 and len(slack.calls("chat.postMessage")) == 1
+    [alert] = alerts(engine)
+    assert alert.first_notified_at is not None
