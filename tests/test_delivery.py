@@ -519,3 +519,17 @@ def test_an_outcome_the_database_could_not_take_is_recorded_when_it_can(make, sl
     assert len(slack.messages) == 1 and len(slack.calls("chat.postMessage")) == 1
     [alert] = alerts(engine)
     assert alert.first_notified_at is not None
+
+
+def test_blocks_slack_refuses_still_send_the_message_as_text(make, slack: SlackPeer) -> None:
+    """Found by a security review: a message Slack refused for its blocks (invalid_blocks) was dead at once,
+    and only the admin heard of it."""
+    client, engine = make()
+    slack.script("chat.postMessage", Canned(status=200, body={"ok": False, "error": "invalid_blocks"}))
+    post(client, SF)
+    tick(client)
+    [message] = slack.top_level()
+    assert message["blocks"] in (None, [])
+    assert message["text"].startswith("FIRING: ") and "(details: <http://127.0.0.1:8080/alerts/1|alert #1>)" \
+        in message["text"], message["text"]
+    assert ("slack", "firing", "sent") in rows(engine, "slack")

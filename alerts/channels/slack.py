@@ -62,6 +62,7 @@ METADATA_EVENT = "alerts_notification"
 RETRY_AFTER_MIN = 1.0
 RETRY_AFTER_MAX = 900.0
 # chat.update failures that mean "leave the original alone, still reply in the thread"
+_BLOCKS_REFUSED = ("invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "too_many_blocks")
 _UPDATE_SOFT = {"message_not_found", "cant_update_message", "edit_window_closed", "msg_too_long", "is_inactive"}
 
 
@@ -280,7 +281,18 @@ class SlackChannel:
             params["thread_ts"] = thread_ts
             if message.kind == Kind.updated:
                 params["reply_broadcast"] = True
-        data = await self._call(client, "chat.postMessage", **params)
+        try:
+            data = await self._call(client, "chat.postMessage", **params)
+        except DeliveryError as exc:
+            if exc.retryable or not any(code in exc.reason for code in _BLOCKS_REFUSED) or not params["blocks"]:
+                raise
+            # Slack refused the blocks (a limit we did not know of, a custom template): the message still
+            # goes, as its text alone — the alert and its dashboard link — rather than dying unseen.
+            log.warning("slack: blocks refused, sent as text", extra={"notification_id": message.notification_id,
+                                                                    "error": exc.reason})
+            params["blocks"] = []
+            params["text"] = f"{params['text']}\n(details: {_dashboard_hint(message)})"
+            data = await self._call(client, "chat.postMessage", **params)
         cid, ts = str(data.get("channel") or channel), str(data.get("ts") or "")
         if not in_thread:
             self.channel_ids[channel.lstrip("#")] = cid
@@ -405,3 +417,14 @@ def _network_reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, NonPublicAddress):
         return str(exc.os_error)  # the host and what it resolved to (no path: a webhook URL's path is its secret)
     return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+
+
+def _dashboard_hint(message: Outgoing) -> str:
+    """Where the whole message can be read when Slack refused its blocks: the alert's page, else the dashboard."""
+    for block in (message.rendered.slack or {}).get("blocks") or []:
+        for el in (block.get("elements") or []) if isinstance(block, dict) else []:
+            text = el.get("text") if isinstance(el, dict) else None
+            if isinstance(text, str) and "|alert #" in text:
+                start = text.rfind("<", 0, text.index("|alert #"))
+                return text[start:text.index(">", start) + 1] if start != -1 else "the dashboard"
+    return "the dashboard"
