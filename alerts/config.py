@@ -567,7 +567,7 @@ class OutboxSettings(Section):
     dir: str = "var/outbox"
     poll_interval: Duration = timedelta(seconds=1)
     lease: Duration = timedelta(seconds=120)
-    max_attempts: int = Field(40, ge=1)
+    max_attempts: int = Field(12, ge=1)
     max_age: Duration = timedelta(hours=24)
     backoff_base: Duration = timedelta(seconds=5)
     backoff_cap: Duration = timedelta(hours=1)
