@@ -332,7 +332,8 @@ _QUIET_WHERE = (
     "alert.fingerprint = v.fingerprint AND alert.state != 'resolved' AND v.rank <= CASE alert.severity "
     + " ".join(f"WHEN '{sev.value}' THEN {sev.rank}" for sev in Severity) + " END "
     "AND NOT (alert.state = 'firing' AND NOT alert.silenced AND alert.last_notified_at IS NOT NULL "
-    "AND alert.last_notified_at <= {mark})"
+    "AND alert.last_notified_at <= {mark} "
+    "AND (alert.first_notified_at IS NOT NULL OR alert.correlation_lead_id IS NOT NULL))"
 )
 
 
@@ -756,13 +757,15 @@ def _resolve_notifications(raw: Raw, alert: Any, *, now: datetime, settings: Set
     """Cancel the alert's messages never tried; owe a ``resolved`` message to whoever was told (or is
     about to be) that it fired. ``alert`` is an :class:`Alert` or an :class:`AlertRecord`."""
     table = Notification.__tablename__
-    # Every message not delivered and not being sent right now is cancelled — a FIRING still being retried
-    # too (found by a lifecycle review: it arrived after the RESOLVED). One being sent (leased) counts as
-    # told: the RESOLVED owed to its target waits for it (worker.prepare).
+    # Messages never tried are cancelled, and so are reminders and updates not delivered (they would
+    # arrive after the RESOLVED). A FIRING already tried may have arrived (Slack answered 5xx after
+    # posting, SMTP dropped after DATA): it counts as told, and the RESOLVED owed to its target waits
+    # for it (worker.prepare) — so it never arrives after the RESOLVED (found by a lifecycle review).
     raw.executemany(f"UPDATE {table} SET status = {{mark}}, last_error = {{mark}} WHERE alert_id = {{mark}} "
-                    f"AND status IN ({{mark}}, {{mark}}) AND (lease_until IS NULL OR lease_until < {{mark}})",
+                    f"AND status IN ({{mark}}, {{mark}}) AND (lease_until IS NULL OR lease_until < {{mark}}) "
+                    f"AND (attempts = 0 OR kind != {{mark}})",
                     [(DeliveryStatus.cancelled.value, "alert resolved before it was delivered", alert.id,
-                      DeliveryStatus.pending.value, DeliveryStatus.failed.value, now)])
+                      DeliveryStatus.pending.value, DeliveryStatus.failed.value, now, Kind.firing.value)])
     told = raw.select(
         f"SELECT receiver, channel, target FROM {table} WHERE alert_id = {{mark}} AND kind = {{mark}} "
         f"AND status IN ({{mark}}, {{mark}}, {{mark}}) ORDER BY id",

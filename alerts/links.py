@@ -77,7 +77,7 @@ def reauthorize_url(
 
     Returns ``(url, rejected)`` where ``rejected`` lists the candidate URLs that failed the checks.
     """
-    hosts = allowed_hosts(links, source=source) | KNOWN_HOSTS.get(provider or "", frozenset())
+    hosts = allowed_hosts(links, source=source)  # a provider's known page is a template: its host is added there
     rejected = []
     own_link = str(configured) if configured else None  # an HttpUrl from the config
     for url, trusted in [(own_link, True), *((c, False) for c in candidates)]:

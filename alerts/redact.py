@@ -82,7 +82,7 @@ _ERROR_WORDS = _STATUS_WORDS | frozenset((
     "not", "must", "cannot", "can't", "unable", "error", "failure", "please", "check", "verify", "ensure",
     "doesn't", "isn't", "wasn't", "didn't", "couldn't", "don't", "provided", "supplied", "specified", "given",
     "expected", "authentication", "match", "valid", "correct", "reset", "change", "changed", "characters",
-    "policy", "length", "long", "short", "attempts", "locked", "retry", "again", "login", "log", "sign",
+    "policy", "length", "short", "attempts", "locked", "retry", "again", "expire", "expires", "expiry",
     "received", "status", "response", "request", "http",
 ))
 # Letters and digits in one run of 6 or more, an unbroken run of 20, or a run of 12 with three capitals

@@ -182,7 +182,6 @@ class Worker:
         (or every half second): a slow peer — an SMTP server taking its time — holds up only its own
         sends, not the Slack message of an event that came in meanwhile. A Slack row of an alert whose
         first Slack message is still being sent here waits for it (a thread reply needs its root)."""
-        await self._record_kept()
         handled = 0
         inflight: dict[asyncio.Task[None], Notification] = {}
         try:
@@ -190,6 +189,8 @@ class Worker:
                 room = self.settings.outbox.batch - len(inflight)
                 claimed = False
                 if room > 0:
+                    if self._unrecorded:
+                        await self._record_kept()  # before a claim could hand one of those rows out again
                     claimed_at = time.monotonic()
                     rows = await asyncio.to_thread(
                         # the service's clock is the database's: the claim reads it in SQL (R2.2)
@@ -372,10 +373,12 @@ class Worker:
             return False
 
     async def _record_kept(self) -> None:
-        """Write the outcomes the database could not take earlier, oldest first; stop at the first failure."""
+        """Write the outcomes the database could not take earlier, oldest first; stop at the first failure.
+        A delivery is written however late (``mark_sent`` takes a late mark: the message did arrive); a
+        failure only within the row's lease — after it, the row is whoever claims it next to decide."""
         while self._unrecorded:
             deadline, write, row_id, what = self._unrecorded[0]
-            if time.monotonic() > deadline:  # its lease is (nearly) over: the row is someone else's to decide
+            if what != "sent" and time.monotonic() > deadline:
                 log.warning("notification outcome dropped: its lease ran out before the database came back",
                             extra={"notification_id": row_id, "outcome": what})
                 self._unrecorded.pop(0)
@@ -441,7 +444,9 @@ class Worker:
                 ).first()
             if row.kind == Kind.resolved and thread is not None \
                     and thread.status in (DeliveryStatus.pending, DeliveryStatus.failed):
-                raise _NotYet(RESOLVED_WAITS_S)  # its FIRING is being sent right now: the resolution comes after it
+                # its FIRING is still being sent or retried: the resolution comes after it, not before
+                retry_in = (as_utc(thread.next_attempt_at) - self.clock()).total_seconds() + 1
+                raise _NotYet(max(RESOLVED_WAITS_S, retry_in))
             superseded = _superseded(alert, row.kind)
             if superseded is not None:
                 # Silenced alerts send nothing at all; the end of the silence sends one message.

@@ -58,3 +58,14 @@ def test_with_api_tokens_or_signatures_the_checks_are_not_needed(make_client, ma
     assert r.status_code == 200
     r = pagerduty(client, {"event_action": "resolve", "dedup_key": "sf-prod"})
     assert r.status_code == 202  # a signed webhook from anywhere
+
+
+def test_behind_a_proxy_the_public_origin_is_this_server(make_client, make_settings) -> None:
+    """Found by a code review: a proxy that sends Host 127.0.0.1 made the dashboard's own Origin foreign."""
+    client = make_client(make_settings(server={"public_url": "https://alerts.example.com"}))
+    alert_id = failing(client)
+    r = client.post(f"/v1/alerts/{alert_id}/ack", headers={"Origin": "https://alerts.example.com",
+                                                           "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/v1/alerts/{alert_id}/resolve", headers={"Origin": "https://alerts.example.com.evil.io"})
+    assert r.status_code == 403

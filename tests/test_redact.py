@@ -244,6 +244,7 @@ LEAK_REVIEW_1 = [
         "Client secret: Client secret has expired",
         "password: must be at least 8 characters",
         "password: the password you entered is incorrect",
+        "password: Your password is about to expire",
         "Client secret: the secret has expired",
         "signature: mismatch",
         "secret: Forbidden",
@@ -280,6 +281,8 @@ def test_prose_about_a_credential_is_kept(text: str) -> None:
         ("password: Supercalifragilistic", "Supercali"),
         ("password: the quick brown fox", "quick brown"),  # prose-shaped, but says nothing about an error
         ("Password: my dog has fleas", "dog has fleas"),
+        ("password: the long walk home", "long walk"),  # found by a code review: "long" read as an error word
+        ("secret: the sign of four", "sign of four"),
     ],
 )
 def test_a_value_that_only_looks_like_prose_is_redacted(text: str, secret: str) -> None:

@@ -115,6 +115,9 @@ def test_stitchs_app_is_allowed_only_for_stitch_events() -> None:
                            candidates=(page,)) == (LINKS.reauthorize.replace("{integration_id}", "x"), [page])
     assert reauthorize_url(links=LINKS, integration_id="x", provider="hubspot", source="stitch",
                            candidates=(page,))[0] == page
+    # naming the provider is not being Stitch (found by a code review)
+    assert reauthorize_url(links=LINKS, integration_id="x", provider="stitch", source="native",
+                           candidates=(page,))[1] == [page]
 
 
 def test_a_link_too_long_for_slack_once_encoded_is_dropped() -> None:

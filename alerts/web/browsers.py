@@ -32,6 +32,14 @@ def _host_name(host: str) -> str:
         return host.lower()
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` as a browser sends it in ``Origin`` (the default port left out)."""
+    parts = urlsplit(url)
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}" + (f":{port}" if port and port != default else "")
+
+
 def refusal(scope: Any, settings: Settings) -> str | None:
     """Why this request must not be answered (a sentence for the 403), or ``None``."""
     server = settings.server
@@ -61,7 +69,9 @@ def refusal(scope: Any, settings: Settings) -> str | None:
         return None
     if fetch_site in ("cross-site", "same-site"):
         return "cross-site request refused: without [server] api_tokens the API takes no requests from other sites"
-    if origin is not None and (origin == "null" or host is None or urlsplit(origin).netloc.lower() != host.lower()):
+    public_origin = _origin(str(server.public_url)) if server.public_url else None
+    if origin is not None and (origin == "null" or host is None or urlsplit(origin).netloc.lower() != host.lower()) \
+            and _origin(origin) != public_origin:  # behind a proxy the browser's Origin is the public name
         return (f"Origin {origin[:100]!r} is not this server: without [server] api_tokens the API takes no "
                 "requests from other sites")
     return None
