@@ -365,6 +365,31 @@ def test_a_postgres_that_refuses_or_hangs_is_a_503_quickly_and_recovers(pg_url, 
         proxy.stop()
 
 
+def test_a_postgres_that_stalls_on_an_open_connection_is_a_503_not_a_hang(pg_url, make_settings, make_client,
+                                                                          monkeypatch) -> None:
+    """Found by a code review: a server that takes the statements and never answers (no driver timeout sees
+    it) held every request and the commit thread for as long as it lasted."""
+    import time
+
+    from alerts.web import committer
+    from tests.helpers import SF
+    from tests.peers.tcpproxy import TcpProxy
+
+    monkeypatch.setattr(committer, "COMMIT_DEADLINE_S", 2.0)
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        client = make_client(make_settings(database={"url": url}))
+        assert client.post("/v1/events", json=SF).status_code == 202
+        proxy.set("stall")
+        start = time.monotonic()
+        r = client.post("/v1/events", json=SF)
+        assert r.status_code == 503 and time.monotonic() - start < 6, (r.status_code, time.monotonic() - start)
+        assert "no answer from the database" in client.get("/readyz").json()["detail"]
+    finally:
+        proxy.stop()
+
+
 def test_replicas_starting_together_on_a_new_database_all_migrate(pg_url) -> None:
     """Found by a fault review: two `alerts serve` started at once on a fresh database; one failed on
     alembic_version's primary key. The migration now holds an advisory lock."""

@@ -364,7 +364,12 @@ def readyz(request: Request, engine: EngineDep) -> Any:
     # commits and worker ticks met says so (found by a fault review: ready while every event got 503).
     committer = getattr(request.app.state, "committer", None)
     if committer is not None and committer.failing_since is not None:
-        problems.append(f"ingest failing since {committer.failing_since:%H:%M:%S}: {committer.failure}")
+        try:  # no traffic may come to clear it (a balancer stopped sending): see for ourselves
+            storage.write_probe(engine)
+        except Exception:  # noqa: BLE001 - still failing: said below
+            problems.append(f"ingest failing since {committer.failing_since:%H:%M:%S}: {committer.failure}")
+        else:
+            committer.failing_since = committer.failure = None
     worker = request.app.state.worker
     if task is not None and worker.failing_since is not None:
         problems.append(f"delivery worker failing since {worker.failing_since:%H:%M:%S}: {worker.failure}")

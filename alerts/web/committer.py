@@ -12,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from datetime import datetime
 from typing import Any
+
+import sqlalchemy as sa
 
 from alerts.ingest import IngestResult, ingest_groups
 from alerts.models import AuthErrorEvent
 from alerts.web.problems import database_error_text, database_unavailable
 
 log = logging.getLogger("alerts.ingest")
+COMMIT_DEADLINE_S = 15.0  # a request waits this long for its commit, then gets a 503
 
 
 class GroupCommitter:
@@ -36,7 +41,7 @@ class GroupCommitter:
         self.max_events = max_events
         # One thread of its own: transactions run one at a time anyway, and a dedicated executor
         # skips to_thread's context copy and never queues behind the delivery worker's calls.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
+        self._executor = _CommitThread()
         self._pending: list[tuple[list[AuthErrorEvent], str | None, asyncio.Future[IngestResult]]] = []
         self._draining: asyncio.Task[None] | None = None
         # Since when commits fail because the database cannot be used, and what it said (for /readyz).
@@ -48,7 +53,18 @@ class GroupCommitter:
         self._pending.append((events, body_sha256, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
-        return await future  # a cancelled request leaves its events in the transaction; _settle skips it
+        # A cancelled request leaves its events in the transaction; _settle skips it. A database that takes
+        # the statements and never answers (a stalled server: no timeout of the driver's sees it) holds the
+        # commit thread: past the deadline the request gets its 503 — its events may still be stored when
+        # the server wakes up, which a retry with the same event_id finds as a duplicate.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no "never retrieved"
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=COMMIT_DEADLINE_S)
+        except TimeoutError:
+            if self.failing_since is None:
+                self.failing_since = self.clock()
+            self.failure = f"no answer from the database within {COMMIT_DEADLINE_S:.0f} s"
+            raise sa.exc.TimeoutError(self.failure) from None
 
     def _take(self) -> list[tuple[list[AuthErrorEvent], str | None, asyncio.Future[IngestResult]]]:
         batch, size = [], 0
@@ -111,3 +127,31 @@ def _settle(future: asyncio.Future[IngestResult], *, result: IngestResult | None
     else:
         assert result is not None
         future.set_result(result)
+
+
+class _CommitThread(Executor):
+    """One daemon thread running the commits in order. Not a ThreadPoolExecutor: the interpreter joins
+    those at exit, and a commit stuck on a stalled database server would then keep the process from
+    ever exiting (a stopped service must stop)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._work, name="group-commit", daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
+        future: Future[Any] = Future()
+        self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                future.set_exception(exc)

@@ -1,7 +1,8 @@
 """A TCP proxy on 127.0.0.1 (port 0) in front of a real server, switchable to fail the way networks do:
 ``forward`` (pass bytes both ways), ``refuse`` (close each new connection at once), ``hang`` (accept new
 connections and never answer). Switching closes the connections open through it, as a server restart
-or a cut link would."""
+or a cut link would — except to ``stall``: the open connections stay open and take bytes, but nothing
+is passed on or answered (a stopped server, whose kernel still acknowledges every packet)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import socket
 import threading
 from typing import Literal
 
-Mode = Literal["forward", "refuse", "hang"]
+Mode = Literal["forward", "refuse", "hang", "stall"]
 
 
 class TcpProxy:
@@ -29,6 +30,8 @@ class TcpProxy:
     def set(self, mode: Mode) -> None:
         with self._lock:
             self.mode = mode
+            if mode == "stall":
+                return
             for s in self._open:
                 try:
                     s.shutdown(socket.SHUT_RDWR)
@@ -54,7 +57,7 @@ class TcpProxy:
                     client.close()
                     continue
                 self._open.append(client)
-            if mode == "hang":
+            if mode in ("hang", "stall"):
                 continue  # held open, never read, never answered
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -66,11 +69,11 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if self.mode != "stall":
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
