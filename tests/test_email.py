@@ -159,15 +159,24 @@ def test_unreachable_and_silent_servers_retry(smtp: SmtpPeer) -> None:
         silent.close()
 
 
+OUR_HEADERS = sorted(["Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "X-Alerts-Kind",
+                      "MIME-Version", "Content-Type"])
+
+
+def only_our_headers(data: bytes) -> str:
+    """The header block of a message as received, after checking it holds our headers and no others."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
+    assert sorted(names) == OUR_HEADERS
+    return head
+
+
 def test_hostile_text_never_reaches_a_header(smtp: SmtpPeer) -> None:
     send(channel(smtp), outgoing(["a@example.com"], integration_name="<!channel> prod\r\nBcc: x@y",
                                  last_error="boom\r\nBcc: evil@example.com\r\nX-Injected: 1 <script>"))
     [got] = smtp.messages
     assert got.rcpt_tos == ["a@example.com"]
-    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
-    names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
-    assert sorted(names) == sorted(["Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "X-Alerts-Kind",
-                                    "MIME-Version", "Content-Type"])
+    head = only_our_headers(got.data)
     assert got.message["To"] == "a@example.com" and got.message["Bcc"] is None
     assert "evil@" not in head and "X-Injected" not in head  # the error text is body only
     assert b"\nBcc:" not in got.data and b"\nX-Injected:" not in got.data  # not even as a line in the body
@@ -187,10 +196,7 @@ def test_an_encoded_word_in_a_name_cannot_add_headers(smtp: SmtpPeer, name: str)
     send(channel(smtp), outgoing(["a@example.com"], integration_name=name))
     [got] = smtp.messages
     assert got.rcpt_tos == ["a@example.com"]
-    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
-    names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
-    assert sorted(names) == sorted(["Subject", "From", "To", "Date", "Message-ID", "Auto-Submitted", "X-Alerts-Kind",
-                                    "MIME-Version", "Content-Type"])
+    only_our_headers(got.data)
     assert got.message["Reply-To"] is None and got.message["Bcc"] is None
     assert got.message["From"] == "alerts@example.com" and got.message.is_multipart()
     assert "= ?utf-8?" in got.message["Subject"]  # shown as written, never decoded
