@@ -585,16 +585,40 @@ def test_notify(
 
 
 @app.command()
-def requeue(notification_id: Annotated[int, typer.Argument(help="A dead notification's id (alerts list --json).")],
-            config: ConfigOpt = None) -> None:
-    """Give a dead notification another round of attempts; the running service sends it."""
+def requeue(
+    notification_ids: Annotated[list[int] | None, typer.Argument(
+        help="Dead notifications' ids (alerts list --json, the dashboard).", show_default=False)] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Every dead notification (after a long outage).")] = False,
+    receiver: Annotated[str | None, typer.Option(help="With --all-dead: only this receiver's.")] = None,
+    channel: Annotated[str | None, typer.Option(help="With --all-dead: only this channel's (slack, email, file).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Give dead notifications another round of attempts; the running service sends them."""
     from alerts import outbox
 
+    if all_dead == bool(notification_ids):
+        fail("name the dead notifications' ids, or --all-dead for all of them", 2)
+    if (receiver or channel) and not all_dead:
+        fail("--receiver and --channel select among --all-dead", 2)
     settings = settings_from(config)
     engine = engine_from(settings)
-    if not outbox.requeue(engine, notification_id, now=_now()):
-        fail(f"notification {notification_id} does not exist or is not dead", 1)
-    out.print(f"notification {notification_id} requeued")
+    now = _now()
+    if all_dead:
+        ids = outbox.requeue_dead(engine, now=now, receiver=receiver, channel=channel)
+        which = " ".join(f"{k} {v!r}" for k, v in (("receiver", receiver), ("channel", channel)) if v)
+        if not ids:
+            out.print(f"no dead notifications{' of ' + escape(which) if which else ''}", markup=True)
+            return
+        shown = ", ".join(map(str, ids[:20])) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+        out.print(f"{len(ids)} notification{'s' if len(ids) != 1 else ''} requeued: {shown}")
+        return
+    missing = [i for i in notification_ids or [] if not outbox.requeue(engine, i, now=now)]
+    for i in notification_ids or []:
+        if i not in missing:
+            out.print(f"notification {i} requeued")
+    if missing:
+        fail(f"notification{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+             f"{'do' if len(missing) > 1 else 'does'} not exist or {'are' if len(missing) > 1 else 'is'} not dead", 1)
 
 
 @db_app.command("upgrade")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import os
 import re
@@ -63,6 +64,7 @@ def _email(value: str) -> str:
 EmailAddr = Annotated[str, BeforeValidator(lambda v: _email(str(v)))]
 
 
+@functools.lru_cache(maxsize=256)  # asked on every request by the browser guard; parsing an IP costs ~10 µs
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True

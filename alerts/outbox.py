@@ -267,12 +267,34 @@ def requeue(engine: Engine, row_id: int, *, now: datetime) -> bool:
         row = get_row(session, Notification, row_id)
         if row is None or row.status != DeliveryStatus.dead:
             return False
-        row.status = DeliveryStatus.pending
-        row.attempts = 0
-        row.next_attempt_at = now
-        row.created_at = now
-        row.lease_until = None
+        _revive(row, now)
         return True
+
+
+def requeue_dead(engine: Engine, *, now: datetime, receiver: str | None = None,
+                 channel: str | None = None) -> list[int]:
+    """Every dead row (of ``receiver``, on ``channel``) gets another round, oldest first; their ids.
+
+    After an outage longer than the retry budget (12 attempts of full jitter, 1–2.5 h) a channel leaves
+    a dead row per message it missed; this sends them all again once it is back."""
+    with session_scope(engine) as session:
+        query = select(Notification).where(Notification.status == DeliveryStatus.dead)
+        if receiver is not None:
+            query = query.where(Notification.receiver == receiver)
+        if channel is not None:
+            query = query.where(Notification.channel == channel)
+        rows = list(session.exec(query.order_by(Notification.id)))
+        for row in rows:
+            _revive(row, now)
+        return [row.id for row in rows if row.id is not None]
+
+
+def _revive(row: Notification, now: datetime) -> None:
+    row.status = DeliveryStatus.pending
+    row.attempts = 0
+    row.next_attempt_at = now
+    row.created_at = now  # its 24 h budget starts again
+    row.lease_until = None
 
 
 def mark_partial(

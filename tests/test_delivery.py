@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,7 @@ def test_channel_not_found_is_dead_at_once_visible_logged_once_and_falls_back_to
     detail = client.get(f"/v1/alerts/{alert_id}").json()
     assert {(n["channel"], n["status"]) for n in detail["notifications"]} >= {("slack", "dead"), ("email", "sent")}
     cfg = tmp_path / "cli.toml"
-    cfg.write_text(f'[database]\nurl = "{client.app.state.settings.database_url}"\n')
+    cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/alerts.db"\n')
     res = CliRunner().invoke(cli_app, ["list", "--json", "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     [line] = [json.loads(x) for x in res.output.splitlines() if x.strip()]
@@ -433,6 +433,48 @@ def test_dead_notification_can_be_requeued(make, slack: SlackPeer, smtp: SmtpPee
     tick(client)
     assert [n.status for n in notifications(engine) if n.channel == "slack"][0] == "sent"
     assert len(slack.top_level()) == 1
+
+
+def test_after_a_long_outage_every_dead_notification_is_requeued_at_once(make, slack: SlackPeer, smtp: SmtpPeer,
+                                                                         clock: Clock, tmp_path: Path) -> None:
+    clock.now = datetime.now(UTC)  # the CLI reads the real clock
+    client, engine = make()
+    slack.script("chat.postMessage", *[Canned(body={"ok": False, "error": "channel_not_found"})] * 2)
+    post(client, SF)
+    post(client, {**SF, "integration_id": "hubspot-main", "provider": "hubspot"})
+    tick(client)
+    assert sorted(rows(engine)) == [("email", "firing", "sent")] * 2 + [("slack", "firing", "dead")] * 2
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/alerts.db"\n')
+    runner = CliRunner()
+    res = runner.invoke(cli_app, ["requeue", "--config", str(cfg)])
+    assert res.exit_code == 2 and "--all-dead" in res.output
+    res = runner.invoke(cli_app, ["requeue", "--all-dead", "--channel", "email", "--config", str(cfg)])
+    assert res.exit_code == 0 and "no dead notifications of channel 'email'" in res.output, res.output
+    dead = sorted(n.id for n in notifications(engine, channel="slack"))
+    res = runner.invoke(cli_app, ["requeue", "--all-dead", "--channel", "slack", "--config", str(cfg)])
+    assert res.exit_code == 0 and f"2 notifications requeued: {dead[0]}, {dead[1]}" in res.output, res.output
+    assert [n.status for n in notifications(engine, channel="slack")] == ["pending"] * 2
+    clock.advance(minutes=1)
+    tick(client)
+    assert sorted(rows(engine, "slack")) == [("slack", "firing", "sent")] * 2
+    assert len(slack.top_level()) == 2 and len(smtp.messages) == 2  # email was not sent again
+    res = runner.invoke(cli_app, ["requeue", str(dead[0]), "--config", str(cfg)])
+    assert res.exit_code == 1 and f"notification {dead[0]} does not exist or is not dead" in res.output
+
+
+def test_the_api_requeues_every_dead_notification_of_a_receiver(make, slack: SlackPeer) -> None:
+    client, engine = make()
+    slack.script("chat.postMessage", Canned(body={"ok": False, "error": "channel_not_found"}))
+    post(client, SF)
+    tick(client)
+    [dead] = [n.id for n in notifications(engine, channel="slack")]
+    assert client.post("/v1/notifications/requeue", params={"receiver": "nobody"}).json() == {"requeued": []}
+    r = client.post("/v1/notifications/requeue", params={"receiver": "data-team"})
+    assert r.status_code == 200 and r.json() == {"requeued": [dead]}
+    assert client.post("/v1/notifications/requeue").json() == {"requeued": []}  # nothing is dead any more
+    tick(client)
+    assert [n.status for n in notifications(engine, channel="slack")] == ["sent"]
 
 
 # Found by a lifecycle review (model-based, against the real ingest and worker): -----------------------

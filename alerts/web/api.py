@@ -321,6 +321,20 @@ def requeue_notification(notification_id: int, request: Request, engine: EngineD
         return notification_public(row)  # type: ignore[arg-type]
 
 
+@router.post("/v1/notifications/requeue", tags=["alerts"], dependencies=[Admin],
+             responses={200: {"content": {"application/json": {"example": {"requeued": [7, 9, 12]}}}}})
+def requeue_dead_notifications(request: Request, engine: EngineDep, now: NowDep,
+                               receiver: Annotated[str | None, Query(max_length=200)] = None,
+                               channel: Annotated[str | None, Query(max_length=16)] = None) -> dict[str, Any]:
+    """Give every dead notification (of ``receiver``, on ``channel``) another round, after a long outage."""
+    from alerts import outbox
+
+    ids = outbox.requeue_dead(engine, now=now, receiver=receiver, channel=channel)
+    if ids:
+        request.app.state.worker.wake.set()
+    return {"requeued": ids}
+
+
 # -- catalog and health ----------------------------------------------------------------------
 
 
