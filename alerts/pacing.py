@@ -61,6 +61,25 @@ def take(engine: Engine, key: str, *, now: datetime, rate: float, burst: int) ->
     return wait
 
 
+def hold(engine: Engine, key: str, *, now: datetime, seconds: float, rate: float, burst: int) -> None:
+    """Slack said "wait ``seconds``" (429) for channel ``key``: empty its bucket until then, so that no
+    replica posts there before (each would only collect 429s of its own). Never shortens a longer hold."""
+    tokens = 1.0 - seconds * rate  # take() finds its next token ``seconds`` from now
+    with session_scope(engine) as session:
+        raw = Raw.of(session)
+        raw.insert(SlackPace.__table__, ["channel", "tokens", "updated_at"], [(key, tokens, now)],
+                   conflict="ON CONFLICT (channel) DO NOTHING")
+        [(current, updated)] = raw.select(
+            "SELECT tokens, updated_at FROM slack_pace WHERE channel = {mark}" + ("" if raw.sqlite else " FOR UPDATE"),
+            [key])
+        updated = raw.datetime_of(updated)
+        assert updated is not None
+        current = min(float(burst), float(current) + max(0.0, (now - updated).total_seconds()) * rate)
+        if current > tokens:
+            raw.executemany("UPDATE slack_pace SET tokens = {mark}, updated_at = {mark} WHERE channel = {mark}",
+                            [(tokens, max(now, updated), key)])
+
+
 def merge_backlog(engine: Engine, key: str, held: Sequence[Notification], **kw: Any) -> set[int]:
     """If more than ``threshold`` posts wait for channel ``key`` (``held``: rows this worker has claimed
     for it), replace them by one summary row; return the ids merged (empty: no backlog).

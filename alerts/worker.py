@@ -334,6 +334,10 @@ class Worker:
             self._fallback_queued(dead_ids)
             return
         except DeliveryError as exc:
+            if exc.retry_after is not None and pacing.paced(row):  # a 429: every replica holds off the channel
+                cfg = self.settings.slack
+                await asyncio.to_thread(pacing.hold, self.engine, pacing.key_of(row.target), now=self.clock(),
+                                        seconds=exc.retry_after, rate=cfg.rate, burst=cfg.burst)
             await self._fail(row, exc)
             return
         except Exception as exc:  # an unexpected error from a channel: retry, but say what it was

@@ -40,6 +40,22 @@ def test_bucket_takes_a_burst_then_one_a_second_and_replicas_share_it(db_url: st
         b.dispose()
 
 
+def test_a_hold_empties_the_bucket_until_retry_after_and_never_shortens_a_longer_one(db_url: str) -> None:
+    a, b = _engine(db_url), _engine(db_url)
+    try:
+        take = lambda engine, now: pacing.take(engine, "#data", now=now, rate=1.0, burst=3)  # noqa: E731
+        hold = lambda engine, now, s: pacing.hold(engine, "#data", now=now, seconds=s, rate=1.0, burst=3)  # noqa: E731
+        hold(a, T0, 30)  # a channel nobody posted to yet gets its bucket, held
+        assert take(b, T0 + timedelta(seconds=10)) == 20.0
+        hold(b, T0 + timedelta(seconds=10), 5)  # a shorter hold after a longer one changes nothing
+        assert take(a, T0 + timedelta(seconds=20)) == 10.0
+        assert take(a, T0 + timedelta(seconds=30)) == 0.0
+        assert take(b, T0 + timedelta(seconds=30)) == 1.0  # then one a second, the burst refills slowly
+    finally:
+        a.dispose()
+        b.dispose()
+
+
 def _failures(n: int, *, name: str | None = None) -> list[dict]:
     return [{"integration_id": f"int-{i:02d}", "provider": "salesforce", "integration_name": name,
              "error": "invalid_grant: expired access/refresh token"} for i in range(n)]
@@ -140,3 +156,31 @@ def test_a_backlog_for_a_slack_only_receiver_is_summarised_in_the_same_tick(make
     post(client, _failures(30))
     tick(client)
     assert [m["text"] for m in slack.messages] == ["30 alert messages for this channel, in one summary"]
+
+
+def test_a_rate_limit_pauses_the_channel_for_every_replica(make_client, make_settings, slack, smtp,  # noqa: F811
+                                                           clock) -> None:
+    """A 429 (Retry-After 30) that one replica got holds the channel's shared bucket: another replica does
+    not post to that channel before then (it would only collect 429s of its own), other channels go on."""
+    from tests.peers.slack import Canned
+    from tests.test_delivery import config
+
+    settings = make_settings(**config(slack, smtp))
+    a, b = make_client(settings), make_client(settings)
+    slack.script("chat.postMessage", Canned(status=429, body={"ok": False, "error": "ratelimited"},
+                                            headers={"Retry-After": "30"}))
+    post(a, _failures(1))
+    tick(a)
+    assert len(slack.calls("chat.postMessage")) == 1 and not slack.messages
+    clock.advance(seconds=2)  # the bucket would have a token again by now
+    post(b, [{**_failures(1)[0], "integration_id": "int-77"}])
+    tick(b)
+    assert len(slack.calls("chat.postMessage")) == 1  # b waited: no post into the rate limit
+    assert _slack_rows(b.app.state.engine) == [("firing", "failed", 0), ("firing", "pending", 0)]
+    clock.advance(seconds=28)
+    tick(b)
+    assert len(slack.messages) == 1  # after the hold, one a second: no burst into a channel that just said 429
+    clock.advance(seconds=1)
+    tick(b)
+    assert len(slack.messages) == 2 and len(slack.calls("chat.postMessage")) == 3
+    assert [r[1] for r in _slack_rows(b.app.state.engine)] == ["sent", "sent"]
