@@ -24,7 +24,7 @@ from alerts.catalog import Catalog
 from alerts.config import Settings
 from alerts.fastsql import Raw, transaction
 from alerts.lifecycle import Action, AlertView, EventView, Policy
-from alerts.links import reauthorize_url
+from alerts.links import dropped_because, reauthorize_url
 from alerts.models import (
     AlertState,
     AuthErrorEvent,
@@ -636,8 +636,9 @@ class Batch:
             source=event.source,
         )
         for bad in rejected:
-            log.warning("reauthorize link dropped: not https, host not in [links] allowed_hosts, or carries a "
-                        "credential", extra={"integration_id": event.integration_id, "url": redact(bad)[:200]})
+            log.warning("reauthorize link dropped", extra={
+                "integration_id": event.integration_id, "url": redact(bad)[:200],
+                "reason": dropped_because(bad, links=self.settings.links, source=event.source)})
         data = dict(_ALERT_DEFAULTS)
         data.update(
             id=None,

@@ -47,10 +47,27 @@ def allowed_hosts(links: LinkSettings, *, source: str | None = None) -> set[str]
 
 
 def is_safe_url(url: str | None, hosts: set[str]) -> bool:
-    if not url or link_problem(url) is not None or len(quote(url, safe=_URL_SAFE)) > URL_MAX:
-        return False
+    return bool(url) and unsafe_because(url, hosts) is None  # type: ignore[arg-type]
+
+
+def unsafe_because(url: str, hosts: set[str]) -> str | None:
+    """Why ``url`` may not go into a message (for the log: an operator must see what to allow), or ``None``."""
+    problem = link_problem(url)
+    if problem is not None:
+        return problem
+    if len(quote(url, safe=_URL_SAFE)) > URL_MAX:
+        return f"longer than {URL_MAX} characters once percent-encoded"
     host = (urlsplit(url).hostname or "").lower()
-    return host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
+    if host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts):
+        return None
+    return f"host {host[:100]!r} is not in [links] allowed_hosts (nor a [links] template's host)"
+
+
+def dropped_because(url: str, *, links: LinkSettings, source: str | None = None) -> str:
+    """Why :func:`reauthorize_url` dropped ``url``, an event's link."""
+    if redact(url) != url or "[REDACTED]" in url:
+        return "it carries a credential"
+    return unsafe_because(url, allowed_hosts(links, source=source)) or "refused"
 
 
 def _fill(template: str, integration_id: str, account_id: str, provider: str) -> str:

@@ -127,3 +127,23 @@ def test_a_link_too_long_for_slack_once_encoded_is_dropped() -> None:
     assert url == LINKS.reauthorize.replace("{integration_id}", "x") and rejected == [long]
     fits = "https://app.example.com/r?x=" + "a" * 1900
     assert reauthorize_url(links=LINKS, integration_id="x", candidates=(fits,))[0] == fits
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("https://evil.example/x", "host 'evil.example' is not in [links] allowed_hosts"),
+    ("http://app.example.com/x", "must be https"),
+    ("https://app.example.com/x?access_token=ya29.a0AfH6SMBx3", "carries a credential"),
+    ("https://app.example.com/" + "\u2705" * 700, "longer than 2000 characters"),
+])
+def test_the_log_says_why_an_events_link_was_dropped(make_client, make_settings, caplog, url: str,
+                                                     reason: str) -> None:
+    """An operator whose button is missing reads in the log what to allow (a generic "not https, not
+    allowed, or a credential" left them guessing)."""
+    client = make_client(make_settings(links={"allowed_hosts": ["app.example.com"]}))
+    with caplog.at_level("WARNING", logger="alerts.ingest"):
+        r = client.post("/v1/events", json={"integration_id": "sf", "provider": "salesforce", "reauthorize_url": url,
+                                            "error": "invalid_grant: expired access/refresh token"})
+    assert r.status_code == 202
+    [record] = [r for r in caplog.records if r.getMessage() == "reauthorize link dropped"]
+    assert reason in record.reason and record.integration_id == "sf"
+    assert "ya29" not in record.url
