@@ -15,6 +15,7 @@ With ``api_tokens`` set, a browser cannot forge the bearer token, and the dashbo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,14 @@ from alerts.config import Settings, is_loopback_host
 
 EXEMPT = ("/v1/webhooks", "/v1/slack/", "/healthz", "/readyz", "/metrics")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@functools.lru_cache(maxsize=256)  # asked on every request; the same few Host values come again and again
+def _foreign_host(host: str, public_url: str) -> str | None:
+    """The name in ``Host`` if it is neither a loopback name nor ``public_url``'s host, else ``None``."""
+    name = _host_name(host)
+    public = (urlsplit(public_url).hostname or "").lower() if public_url else ""
+    return None if is_loopback_host(name) or name == public else name
 
 
 def _host_name(host: str) -> str:
@@ -59,9 +68,8 @@ def refusal(scope: Any, settings: Settings) -> str | None:
         elif key == b"sec-fetch-site":
             fetch_site = value.decode("latin-1")
     if host is not None and is_loopback_host(server.host):
-        name = _host_name(host)
-        public = (urlsplit(str(server.public_url)).hostname or "").lower() if server.public_url else ""
-        if not (is_loopback_host(name) or name == public):
+        name = _foreign_host(host, str(server.public_url) if server.public_url else "")
+        if name is not None:
             return (f"Host {name[:100]!r} does not name this server, which answers loopback names only without "
                     "[server] api_tokens (a DNS-rebinding page looks like this); behind a proxy, set "
                     "[server] public_url to the name it is reached by")
