@@ -438,20 +438,27 @@ class Worker:
             alert = session.get(Alert, row.alert_id) if row.alert_id is not None else None
             thread = None
             if alert is not None and row.kind != Kind.firing:
-                thread = session.exec(
+                firings = session.exec(
                     select(Notification).where(
                         Notification.alert_id == alert.id,
                         Notification.receiver == row.receiver,
                         Notification.channel == row.channel,
                         Notification.kind == Kind.firing.value,
+                        Notification.status.in_([DeliveryStatus.sent.value, DeliveryStatus.pending.value,
+                                                 DeliveryStatus.failed.value]),
                     ).order_by(Notification.id)
-                ).first()
-            if row.kind == Kind.resolved and thread is not None \
-                    and thread.status in (DeliveryStatus.pending, DeliveryStatus.failed):
-                # its FIRING is still being sent or retried: the resolution comes after it, not before
+                ).all()
+                # The thread's root is the first FIRING that went out on this channel (one a silence
+                # cancelled, or a dead one, never did), else the one still being sent or retried.
+                thread = next((n for n in firings if n.status == DeliveryStatus.sent), firings[0] if firings else None)
+            on_its_way = thread is not None and thread.status in (DeliveryStatus.pending, DeliveryStatus.failed)
+            if row.kind in (Kind.resolved, Kind.updated) and on_its_way:
+                # its FIRING on this channel is still being sent or retried: this comes after it, not before
                 retry_in = (as_utc(thread.next_attempt_at) - self.clock()).total_seconds() + 1
                 raise _NotYet(max(RESOLVED_WAITS_S, retry_in))
             superseded = _superseded(alert, row.kind)
+            if superseded is None and row.kind == Kind.reminder:
+                superseded = "its FIRING is still on its way" if on_its_way else _newer_reminder(session, row)
             if superseded is not None:
                 # Silenced alerts send nothing at all; the end of the silence sends one message.
                 db_row = session.get(Notification, row.id)
@@ -460,6 +467,13 @@ class Worker:
                     db_row.lease_until = None
                     db_row.last_error = superseded
                 return None
+            if alert is not None and thread is None and row.kind in (Kind.reminder, Kind.updated):
+                # Nothing of this alert went out on this channel: this message is its first there (a FIRING,
+                # top-level), and the thread's root that later ones reply to.
+                row.kind = Kind.firing
+                db_row = session.get(Notification, row.id)
+                if db_row is not None:
+                    db_row.kind = Kind.firing.value
             payload = row.payload
             if payload is None:
                 if alert is None:
@@ -530,6 +544,7 @@ class Worker:
             "members": [{
                 "id": a.id, "name": a.integration_name or a.integration_id, "integration_id": a.integration_id,
                 "provider": provider_label(a.provider), "state": a.state, "reauthorize_url": a.reauthorize_url,
+                "code": a.code if a.code != alert.code else None,  # a member failing otherwise than its message says
             } for a in everyone],
         }
 
@@ -592,6 +607,16 @@ class _NotYet(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
         self.seconds = seconds
+
+
+def _newer_reminder(session: Any, row: Notification) -> str | None:
+    """A reminder owed after ``row`` to its channel replaces it: a channel that was down hears one, not each."""
+    newer = session.exec(select(Notification.id).where(
+        Notification.alert_id == row.alert_id, Notification.receiver == row.receiver,
+        Notification.channel == row.channel, Notification.kind == Kind.reminder.value, Notification.id > row.id,
+        Notification.status.in_([DeliveryStatus.pending.value, DeliveryStatus.failed.value,
+                                 DeliveryStatus.sent.value])).limit(1)).first()
+    return "a newer reminder replaces it" if newer is not None else None
 
 
 def _superseded(alert: Alert | None, kind: str) -> str | None:

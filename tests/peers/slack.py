@@ -106,6 +106,11 @@ class SlackPeer:
         with self._lock:
             self._scripts.setdefault(api, deque()).extend(answers)
 
+    def unscript(self, api: str) -> None:
+        """Forget the answers still scripted for ``api``: it answers normally again."""
+        with self._lock:
+            self._scripts.pop(api, None)
+
     def calls(self, api: str) -> list[Recorded]:
         return [r for r in self.requests if r.api == api]
 
