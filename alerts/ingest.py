@@ -421,7 +421,11 @@ class Batch:
                                   "AND correlation_lead_id IS NULL AND state != {mark} ORDER BY id",
                                   [*values, AlertState.resolved.value]):
                 rec = self._known(_alert_row(raw, row))
-                self.leads.setdefault(rec.correlation_key, rec)
+                # the earliest lead still speaking (firing, not silenced): an acknowledged or silenced one
+                # tells nobody of a new member, so each later failure would lead a group of its own
+                held = self.leads.get(rec.correlation_key)
+                if held is None or (not _speaks(held) and _speaks(rec)):
+                    self.leads[rec.correlation_key] = rec
 
     def _known(self, row: dict[str, Any]) -> AlertRecord:
         """The record of an alert row, the same object if it was loaded already."""
@@ -575,7 +579,7 @@ class Batch:
             alert = self._open(p)
             key = correlation_key(p, self.settings)
             lead = self.leads.get(key) if key else None
-            if lead is not None and (lead.state != AlertState.firing or lead.silenced):
+            if lead is not None and not _speaks(lead):
                 lead = None  # nobody is being told about that group any more: this alert leads a new one
             if key and lead is not None and lead is not alert:
                 # One cause, many integrations: this alert joins the lead's message instead of sending its own.
@@ -608,9 +612,29 @@ class Batch:
             alert.code = entry.code
             alert.severity = str(entry.severity)
             alert.last_error = p.error  # the error that says what the alert now is
+            if alert.correlation_lead_id is not None:  # a member speaks in its lead's message: that is updated
+                self._owe_group_update(self._lead_of(alert))
         if decision.notify is not None:
             self._owe(alert, decision.notify, due=self.now)
         return [alert]
+
+    def _lead_of(self, member: AlertRecord) -> AlertRecord | None:
+        """The lead of a member loaded in this batch (read when first needed: only an escalation needs it)."""
+        for rec in self.records:
+            if rec.id == member.correlation_lead_id:
+                return rec
+        # locked as _load locks what it writes back (PostgreSQL): owing it a message writes the whole row
+        rows = self.raw.select(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM {_ALERT.name} WHERE id = {{mark}}"
+                               f"{'' if self.raw.sqlite else ' FOR UPDATE'}", [member.correlation_lead_id])
+        return self._known(_alert_row(self.raw, rows[0])) if rows else None
+
+    def _owe_group_update(self, lead: AlertRecord | None) -> None:
+        """A member became more severe: its lead's message, once out, is updated (rendered when sent, it names
+        the member's code); as for the lead's own escalation (lifecycle.decide), not while silenced."""
+        if lead is None or lead.state == AlertState.resolved or lead.silenced or not _told(lead, self.now):
+            return  # not yet out: it says what the group is when it goes; resolved: the heir's message will
+        if not any(a is lead and k == Kind.updated for a, k, _, _ in self.notify):
+            self._owe(lead, Kind.updated, due=self.now)
 
     @property
     def due_now(self) -> bool:
@@ -839,7 +863,8 @@ def enqueue_reminders(engine: Engine, *, settings: Settings, catalog: Catalog, n
 
 
 def adopt_orphaned_members(engine: Engine, *, settings: Settings, catalog: Catalog, now: datetime) -> int:
-    """Give a correlated group a new lead when its lead is resolved while members still fail.
+    """Give a correlated group a new lead when its lead is resolved while members still fail, or is
+    silenced before its first message went out (that message is cancelled: it named the members).
 
     A member sends nothing of its own (it is named in its lead's message) and reminders follow
     messages, so without this a member still broken after its lead was fixed would never be heard of
@@ -849,18 +874,24 @@ def adopt_orphaned_members(engine: Engine, *, settings: Settings, catalog: Catal
     with session_scope(engine) as session:
         orphans = session.exec(
             select(Alert).join(lead, Alert.correlation_lead_id == lead.id)
-            .where(Alert.state != AlertState.resolved.value, lead.state == AlertState.resolved.value)
+            .where(Alert.state != AlertState.resolved.value,
+                   sa.or_(lead.state == AlertState.resolved.value,
+                          sa.and_(lead.silenced == sa.true(), lead.first_notified_at.is_(None))))
             .order_by(Alert.id)  # locked as ingest locks them, in id order (PostgreSQL)
             .with_for_update(of=Alert)
         ).all()
         groups: dict[int, list[Alert]] = {}
         for alert in orphans:
             groups.setdefault(alert.correlation_lead_id, []).append(alert)  # type: ignore[arg-type]
-        for members in groups.values():
+        changed = 0
+        for lead_id, members in groups.items():
             members.sort(key=lambda a: (as_utc(a.first_seen), a.id))
             # the earliest that would speak (firing, not silenced); an acknowledged or silenced heir would
             # keep its firing members quiet
             speaking = [a for a in members if a.state == AlertState.firing and not a.silenced]
+            if not speaking and session.get(Alert, lead_id).state != AlertState.resolved:  # type: ignore[union-attr]
+                continue  # a silenced lead's group with nobody to speak: it speaks when its silence ends
+            changed += 1
             heir = speaking[0] if speaking else members[0]
             rest = [a for a in members if a is not heir]
             heir.correlation_lead_id = None
@@ -872,7 +903,7 @@ def adopt_orphaned_members(engine: Engine, *, settings: Settings, catalog: Catal
                 kind = Kind.reminder if heir.first_notified_at else Kind.firing
                 _notify(session, heir, kind, due=now, now=now, settings=settings, catalog=catalog)
             log.info("correlated group has a new lead", extra={"alert_id": heir.id, "members": len(rest)})
-        return len(groups)
+        return changed
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -888,6 +919,11 @@ def _view(alert: Alert, *, now: datetime | None = None) -> AlertView:
         told=_told(alert, now),
         delivered=alert.first_notified_at is not None or alert.correlation_lead_id is not None,
     )
+
+
+def _speaks(alert: Any) -> bool:
+    """Whether an alert is heard from (firing, not silenced): only such a lead can announce its group."""
+    return alert.state == AlertState.firing and not alert.silenced
 
 
 def _told(alert: Any, now: datetime | None) -> bool:
