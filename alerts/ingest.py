@@ -417,8 +417,11 @@ class Batch:
         keys = sorted({k for _, p in items if (k := correlation_key(p, self.settings))})
         for chunk in _chunks(keys, 500):
             cond, values = raw.in_("correlation_key", chunk)
+            # Locked (PostgreSQL) like the alerts above: a lead owed a message is written back whole, and
+            # unlocked it could undo a concurrent replica's count or resolution of it.
             for row in raw.select(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM {_ALERT.name} WHERE {cond} "
-                                  "AND correlation_lead_id IS NULL AND state != {mark} ORDER BY id",
+                                  "AND correlation_lead_id IS NULL AND state != {mark} ORDER BY id"
+                                  + ("" if raw.sqlite else " FOR UPDATE"),
                                   [*values, AlertState.resolved.value]):
                 rec = self._known(_alert_row(raw, row))
                 # the earliest lead still speaking (firing, not silenced): an acknowledged or silenced one

@@ -155,3 +155,51 @@ def test_a_members_escalation_updates_the_groups_thread(client, peers, clock) ->
     fail(client, "ga-1", REVOKED)
     run_worker_once(client.app)
     assert len([n for n in notifications(engine) if n.kind == "updated"]) == 2
+
+
+# -- a lead written back by another replica's batch ----------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_late_member_does_not_undo_another_replicas_count_of_its_lead(make_client, make_settings, peers,
+                                                                      clock) -> None:
+    """The batch that adds a member to a told group owes the lead an update and writes the lead's row
+    back: it must hold the lead's lock from its read, or a count another replica committed meanwhile
+    is overwritten with the one it read (PostgreSQL, READ COMMITTED)."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from tests.peers.postgres import fresh_schema
+
+    slack, smtp = peers
+    with fresh_schema() as url:
+        client = make_client(make_settings(
+            database={"url": url},
+            slack={"bot_token": TOKEN, "base_url": slack.base_url, "allow_loopback_base_url": True},
+            email={"host": "127.0.0.1", "port": smtp.port, "starttls": False, "from_addr": "alerts@example.com"},
+            receivers=[{"name": "team", "slack": {"channel": "#data-alerts"}, "email": {"to": ["oncall@example.com"]}}],
+            alerting={"group_wait": "0s"}, correlation={"window": "2m"}))
+        fail(client, "ga-0")
+        clock.advance(minutes=2, seconds=1)  # the group's window
+        run_worker_once(client.app)  # the group's message is out: a late member owes the lead an update
+        lead = by_id(client)["ga-0"]
+        other = sa.create_engine(url)
+        try:
+            with other.connect() as conn:
+                conn.exec_driver_sql("UPDATE alert SET count = count + 100 WHERE id = %s", (lead.id,))  # holds the lock
+                done: list[int] = []
+                worker = threading.Thread(target=lambda: (fail(client, "ga-1"), done.append(1)))
+                worker.start()
+                time.sleep(1.0)  # the member's batch is waiting for the lead now
+                conn.commit()
+            worker.join(30)
+            assert done
+        finally:
+            other.dispose()
+        after = by_id(client)
+        assert after["ga-1"].correlation_lead_id == lead.id
+        assert after["ga-0"].count == lead.count + 100  # the other writer's count survived
+        owed = [(n.channel, n.kind) for n in notifications(client.app.state.engine) if n.alert_id == lead.id]
+    assert sorted(owed) == [("email", "firing"), ("email", "updated"), ("slack", "firing"), ("slack", "updated")]
