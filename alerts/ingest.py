@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from alerts import lifecycle, outbox, silences
 from alerts.catalog import Catalog
 from alerts.config import Settings
-from alerts.fastsql import Raw, transaction
+from alerts.fastsql import Raw, _Array, transaction
 from alerts.lifecycle import Action, AlertView, EventView, Policy
 from alerts.links import dropped_because, reauthorize_url
 from alerts.models import (
@@ -441,7 +441,19 @@ class Batch:
 
     # -- applying -----------------------------------------------------------------------------
 
+    def _lock_correlation_keys(self, items: list[tuple[int, Prepared]]) -> None:
+        """PostgreSQL: serialise the choice of a correlation group's lead across replicas. Two writers each
+        opening the first alert of one key would both find no lead and both lead (two group messages).
+        Taken first, in key order, before any row lock (so it adds no lock cycle); held to commit."""
+        if self.raw.sqlite:
+            return
+        keys = sorted({k for _, p in items if (k := correlation_key(p, self.settings))})
+        if keys:  # one statement, the locks taken in key order (by the sorted subquery)
+            self.raw.select("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM "
+                            "(SELECT k FROM unnest({mark}::text[]) AS k ORDER BY k) AS keys", [_Array(keys)])
+
     def apply(self, items: list[tuple[int, Prepared]], results: list[IngestResult]) -> None:
+        self._lock_correlation_keys(items)
         seen = self._seen(items)
         accepted: list[tuple[int, Prepared]] = []
         for index, p in items:

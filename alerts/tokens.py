@@ -147,18 +147,27 @@ def check(engine: Engine, *, settings: Settings, catalog: Catalog, now: datetime
     entry = catalog.get(CODE)
     if entry is None:
         return 0
+    def due_of(token: Token) -> tuple[datetime | None, Any, list[timedelta]]:
+        life = lifetime_for(token.provider, settings=settings, catalog=catalog)
+        try:
+            expires = expiry(token, life)
+            due = due_leads(expires, now=now, leads=_leads(token, expires, lead_times(token.provider, settings)),
+                            warned=list(token.warned)) if expires is not None else []
+        except (OverflowError, ValueError):  # a date stored before 1970–9000 was checked: skip that one row
+            log.warning("token dates out of range; no expiry warning", extra={"integration_id": token.integration_id})
+            return None, life, []
+        return expires, life, due
+
     with session_scope(engine) as session:
-        for token in session.exec(select(Token)).all():
-            life = lifetime_for(token.provider, settings=settings, catalog=catalog)
-            try:
-                expires = expiry(token, life)
-                due = due_leads(expires, now=now, leads=_leads(token, expires, lead_times(token.provider, settings)),
-                                warned=list(token.warned)) if expires is not None else []
-            except (OverflowError, ValueError):  # a date stored before 1970–9000 was checked: skip that one row
-                log.warning("token dates out of range; no expiry warning",
-                            extra={"integration_id": token.integration_id})
-                continue
-            if not due:
+        ids = [t.id for t in session.exec(select(Token)).all() if due_of(t)[2]]
+        if not ids:
+            return 0
+        # Those again, locked and decided on what is current: every replica's tick checks at once, and each
+        # warning is raised by one of them (PostgreSQL re-reads a row it waited for; SQLite has one writer).
+        session.expire_all()
+        for token in session.exec(select(Token).where(Token.id.in_(ids)).order_by(Token.id).with_for_update()).all():
+            expires, life, due = due_of(token)
+            if not due or expires is None:
                 continue
             token.warned = sorted({*token.warned, *(int(d.total_seconds()) for d in due)})
             session.add(token)

@@ -456,6 +456,17 @@ class Worker:
                 # its FIRING on this channel is still being sent or retried: this comes after it, not before
                 retry_in = (as_utc(thread.next_attempt_at) - self.clock()).total_seconds() + 1
                 raise _NotYet(max(RESOLVED_WAITS_S, retry_in))
+            if row.kind == Kind.resolved and alert is not None and session.exec(
+                    select(Notification.id).where(
+                        Notification.alert_id == alert.id, Notification.receiver == row.receiver,
+                        Notification.channel == row.channel,
+                        Notification.kind.in_([Kind.action.value, Kind.reminder.value, Kind.updated.value]),
+                        Notification.status.in_([DeliveryStatus.pending.value, DeliveryStatus.failed.value]),
+                        Notification.lease_until > self.clock())).first() is not None:
+                # another message of the alert is being sent right now (by any replica), rendered while it was
+                # firing — a reminder, an update, an in-place edit of its post: the resolution goes after it
+                # (else "still failing" arrives after "resolved", or the edit turns the post back to FIRING)
+                raise _NotYet(RESOLVED_WAITS_S)
             superseded = _superseded(alert, row.kind)
             if superseded is None and row.kind == Kind.reminder:
                 superseded = "its FIRING is still on its way" if on_its_way else _newer_reminder(session, row)
