@@ -330,8 +330,8 @@ def _change(alert_id: int, config: Path | None, action: str, by: str) -> None:
             now = _now()
             if not ingest.acknowledge_alert(session, alert, now=now, by=by):
                 fail(f"alert {alert_id} is already acknowledged", 1)
+            from alerts.post_edits import owe_updates_elsewhere
             from alerts.render import Renderer
-            from alerts.web.slack_actions import owe_updates_elsewhere
 
             session.flush()  # the server's delivery worker edits its Slack messages: no Acknowledge left to click
             owe_updates_elsewhere(session, alert, how="ack", by=by, settings=settings, catalog=catalog,

@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from alerts import crashpoints, digest, ingest, outbox, pacing, storage, tokens
+from alerts import crashpoints, digest, ingest, outbox, pacing, post_edits, storage, tokens
 from alerts.catalog import Catalog
 from alerts.channels import Channel, DeliveryError, Outgoing
 from alerts.channels.email import EmailChannel, PartialDelivery
@@ -350,6 +350,10 @@ class Worker:
             outbox.mark_sent(self.engine, row.id, now=sent_at, external_ref=ref, claimed=row.lease_until)
             if row.alert_id is not None and row.kind == Kind.firing:
                 self._first_notified(row.alert_id)
+            if row.channel == "slack" and row.alert_id is not None and row.kind in post_edits.UPDATABLE:
+                offered = post_edits.offered(message.rendered.slack)
+                if offered:
+                    self._acted_on_meanwhile(row.alert_id, offered)
 
         if not await self._record(record, row, "sent"):
             return
@@ -593,6 +597,23 @@ class Worker:
         """The Message-ID of an alert's first email to a receiver; later messages reply to it."""
         key = self._own(outbox.idempotency_key(alert_id, receiver, "email", "thread", 0))
         return f"<alert-{alert_id}.{key[:12]}@{self.domain}>"
+
+    def _acted_on_meanwhile(self, alert_id: int, offered: set[str]) -> None:
+        """A post offering Acknowledge or Silence (``offered``) went out, but the alert was acknowledged or
+        silenced while it was being rendered and sent (on any replica): that action's edits covered only the
+        posts already sent, so this one is edited now — it loses the button and says who is on it."""
+        with session_scope(self.engine) as session:
+            alert = session.exec(select(Alert).where(Alert.id == alert_id).with_for_update()).first()
+            if alert is None:
+                return
+            acked, silenced = alert.state == AlertState.acknowledged, bool(alert.silenced)
+            if not ((acked and "ack" in offered) or (silenced and "silence" in offered)):
+                return
+            how = "ack" if acked else "silence"
+            if post_edits.owe_updates_elsewhere(session, alert, how=how, by=alert.acknowledged_by or "a silence",
+                                                settings=self.settings, catalog=self.catalog,
+                                                renderer=self.renderer, now=self.clock()):
+                self.wake.set()
 
     def _first_notified(self, alert_id: int) -> None:
         with session_scope(self.engine) as session:

@@ -337,6 +337,37 @@ def _buttons(blocks) -> list[str]:
             for e in b.get("elements") or []]
 
 
+def test_ack_on_one_replica_while_the_other_posts_the_first_message(pg_url, peers, make_settings, make_client,
+                                                                    clock) -> None:
+    """Replica B's worker is posting the first Slack message (rendered with an Acknowledge button) when the
+    alert is acknowledged through replica A's API. Once both are done, the post must not still offer
+    Acknowledge (and should say who acknowledged)."""
+    import time
+
+    from tests.peers.slack import Canned
+
+    slack, smtp = peers
+    settings = settings_for(make_settings, pg_url, peers,
+                            slack={"bot_token": TOKEN, "base_url": slack.base_url, "allow_loopback_base_url": True,
+                                   "signing_secret": "s" * 32},
+                            receivers=[{"name": "team", "slack": {"channel": "#data-alerts"}}])
+    a, b = make_client(settings), make_client(settings)
+    [alert_id] = post(a, {"integration_id": "sf-1", "provider": "salesforce", "error": ERR})["alert_ids"]
+    slack.script("chat.postMessage", Canned(delay=2.0, apply=True))
+    tb = threading.Thread(target=lambda: asyncio.run(b.app.state.worker.deliver_due()))
+    tb.start()
+    deadline = time.monotonic() + 10
+    while not slack.calls("chat.postMessage") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    r = a.post(f"/v1/alerts/{alert_id}/ack", headers={"x-alerts-user": "alice"})
+    assert r.status_code == 200, r.text
+    tb.join(30)
+    drain(clock, a, b)
+    [root] = top_level(slack)
+    assert "ack" not in " ".join(_buttons(root["blocks"])).lower(), (_buttons(root["blocks"]), root["text"])
+    assert "Acknowledged by alice" in str(root["blocks"])
+
+
 def test_resolve_on_one_replica_races_a_reminder_on_the_other(pg_url, peers, make_settings, make_client,
                                                               clock) -> None:
     """Each round: an alert told an hour ago (repeat_interval 1h). Replica A resolves it through the API at

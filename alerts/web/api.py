@@ -273,7 +273,7 @@ def ack_alert(alert_id: int, request: Request, engine: EngineDep, settings: Sett
               now: NowDep) -> dict[str, Any]:
     """Acknowledge: someone is on it; no more reminders. Resolving still notifies. The alert's Slack
     messages lose their Acknowledge button and say who acknowledged it."""
-    from alerts.web.slack_actions import owe_updates_elsewhere
+    from alerts.post_edits import owe_updates_elsewhere
 
     by = request.headers.get("x-alerts-user", "api")
     with session_scope(engine) as session:

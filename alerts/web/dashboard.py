@@ -26,13 +26,13 @@ from sqlmodel import select
 from alerts import ingest, stats
 from alerts.durations import humanize
 from alerts.models import AlertState, Severity, as_utc
+from alerts.post_edits import owe_updates_elsewhere
 from alerts.render import ACTION_LABEL
 from alerts.silences import glob_escape
 from alerts.storage import Alert, Notification, get_row, session_scope
 from alerts.web.api import alert_public, notification_public, require_content_type, token_matches
 from alerts.web.problems import Problem
 from alerts.web.silences import SilenceCreate, create_silence
-from alerts.web.slack_actions import owe_updates_elsewhere
 
 router = APIRouter(include_in_schema=False)
 

@@ -151,7 +151,7 @@ def apply_batch(
     which also owes the alert's Slack posts an edit (no Acknowledge button, "Acknowledged by …"), as
     an acknowledgement from the API does (needs ``renderer``).
     """
-    from alerts.web.slack_actions import owe_updates_elsewhere
+    from alerts.post_edits import owe_updates_elsewhere
 
     acked = IngestResult()
     events: list[AuthErrorEvent] = []
