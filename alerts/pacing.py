@@ -43,21 +43,13 @@ def take(engine: Engine, key: str, *, now: datetime, rate: float, burst: int) ->
     """Take a token from ``key``'s bucket: 0.0 if one was there, else the seconds until there is one."""
     with session_scope(engine) as session:
         raw = Raw.of(session)  # SQLite: BEGIN IMMEDIATE; PostgreSQL: the row is locked FOR UPDATE below
-        raw.insert(SlackPace.__table__, ["channel", "tokens", "updated_at"], [(key, float(burst), now)],
-                   conflict="ON CONFLICT (channel) DO NOTHING")
-        [(tokens, updated)] = raw.select(
-            "SELECT tokens, updated_at FROM slack_pace WHERE channel = {mark}" + ("" if raw.sqlite else " FOR UPDATE"),
-            [key])
-        updated = raw.datetime_of(updated)
-        assert updated is not None
-        tokens = min(float(burst), float(tokens) + max(0.0, (now - updated).total_seconds()) * rate)
+        tokens, updated = _bucket(raw, key, now=now, rate=rate, burst=burst, new=float(burst))
         wait = 0.0
         if tokens >= 1.0:
             tokens -= 1.0
         else:
             wait = (1.0 - tokens) / rate
-        raw.executemany("UPDATE slack_pace SET tokens = {mark}, updated_at = {mark} WHERE channel = {mark}",
-                        [(tokens, max(now, updated), key)])
+        _store(raw, key, tokens, max(now, updated))
     return wait
 
 
@@ -67,17 +59,26 @@ def hold(engine: Engine, key: str, *, now: datetime, seconds: float, rate: float
     tokens = 1.0 - seconds * rate  # take() finds its next token ``seconds`` from now
     with session_scope(engine) as session:
         raw = Raw.of(session)
-        raw.insert(SlackPace.__table__, ["channel", "tokens", "updated_at"], [(key, tokens, now)],
-                   conflict="ON CONFLICT (channel) DO NOTHING")
-        [(current, updated)] = raw.select(
-            "SELECT tokens, updated_at FROM slack_pace WHERE channel = {mark}" + ("" if raw.sqlite else " FOR UPDATE"),
-            [key])
-        updated = raw.datetime_of(updated)
-        assert updated is not None
-        current = min(float(burst), float(current) + max(0.0, (now - updated).total_seconds()) * rate)
+        current, updated = _bucket(raw, key, now=now, rate=rate, burst=burst, new=tokens)
         if current > tokens:
-            raw.executemany("UPDATE slack_pace SET tokens = {mark}, updated_at = {mark} WHERE channel = {mark}",
-                            [(tokens, max(now, updated), key)])
+            _store(raw, key, tokens, max(now, updated))
+
+
+def _bucket(raw: Raw, key: str, *, now: datetime, rate: float, burst: int, new: float) -> tuple[float, datetime]:
+    """``key``'s bucket, locked (created with ``new`` tokens if it is not there), refilled up to ``now``:
+    (tokens, when it was last written)."""
+    raw.insert(SlackPace.__table__, ["channel", "tokens", "updated_at"], [(key, new, now)],
+               conflict="ON CONFLICT (channel) DO NOTHING")
+    [(tokens, updated)] = raw.select(
+        "SELECT tokens, updated_at FROM slack_pace WHERE channel = {mark}" + ("" if raw.sqlite else " FOR UPDATE"), [key])
+    updated = raw.datetime_of(updated)
+    assert updated is not None
+    return min(float(burst), float(tokens) + max(0.0, (now - updated).total_seconds()) * rate), updated
+
+
+def _store(raw: Raw, key: str, tokens: float, at: datetime) -> None:
+    raw.executemany("UPDATE slack_pace SET tokens = {mark}, updated_at = {mark} WHERE channel = {mark}",
+                    [(tokens, at, key)])
 
 
 def merge_backlog(engine: Engine, key: str, held: Sequence[Notification], **kw: Any) -> set[int]:

@@ -2,10 +2,10 @@
 still being retried; and reminders owed while a channel is down. End to end: events in through the API,
 messages out to the local Slack Web API server and aiosmtpd, driven by the test clock, one tick at a time."""
 
+# ruff: noqa: F811 - the slack and smtp fixtures come from tests.test_delivery, tests name them as arguments
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,25 +16,12 @@ from tests.conftest import Clock
 from tests.helpers import SF, alerts, notifications, run_worker_once
 from tests.peers.slack import TOKEN, Canned, SlackPeer
 from tests.peers.smtp import SmtpPeer
+from tests.test_delivery import slack, smtp  # noqa: F401 - the delivery tests' peers
 
 ONCALL = "oncall@example.com"
 HS_401 = {"integration_id": "hs", "provider": "hubspot",
           "error": "401 Client Error: Unauthorized for url: https://api.hubapi.com/x"}  # access_token_expired
 HS_GRANT = {"integration_id": "hs", "provider": "hubspot", "error": "invalid_grant"}  # more severe: "updated"
-
-
-@pytest.fixture
-def slack(clock: Clock) -> Iterator[SlackPeer]:
-    peer = SlackPeer(clock=clock).start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpPeer]:
-    peer = SmtpPeer().start()
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture
