@@ -422,7 +422,7 @@ def test_success_and_failure_of_one_alert_on_two_replicas_at_once(pg_url, peers,
     settings = settings_for(make_settings, pg_url, peers)
     a, b = make_client(settings), make_client(settings)
     eng = a.app.state.engine
-    rounds = 20
+    rounds = 10
     for r in range(rounds):
         iid = f"sb{r:02d}x"
         post(a, {"integration_id": iid, "provider": "google", "error": ERR})
@@ -446,7 +446,7 @@ def test_two_replicas_adopt_an_orphaned_group_once(pg_url, peers, make_settings,
     settings = settings_for(make_settings, pg_url, peers)
     a, b = make_client(settings), make_client(settings)
     eng = a.app.state.engine
-    rounds = 8
+    rounds = 5
     for r in range(rounds):
         user = f"or{r}@example.com"
         for i in range(3):
@@ -531,7 +531,7 @@ def test_batches_with_many_correlation_keys_in_opposite_orders_on_two_replicas(p
         return [{"integration_id": f"m{tag}-{j}-{side}", "provider": "google", "error": ERR, "authorized_by": k}
                 for j, k in enumerate(keys) for side in ("x", "y")]
 
-    rounds = 20
+    rounds = 8
     for r in range(rounds):
         together(lambda: post(a, batch(str(r % 4))), lambda: post(b, batch(str(r % 4))[::-1]))
     clock.advance(minutes=11)
@@ -589,7 +589,7 @@ email = {{ to = ["oncall@example.com"] }}
     src = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's alerts/, not the installed one
     a = ServerProcess(cwd=tmp_path, config=cfg, env=src).start()
     b = ServerProcess(cwd=tmp_path, config=cfg, env=src).start()
-    rounds = 10
+    rounds = 6
     try:
         with a.client() as ha, b.client() as hb:
             for r in range(rounds):
